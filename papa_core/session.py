@@ -1,0 +1,449 @@
+"""Sessions: the LoRA, the optimizer state and every round of feedback, persisted crash-safely.
+
+On disk a session is one folder::
+
+    <root>/<name>/session.json                 the commit point (versioned JSON, written last)
+    <root>/<name>/lora-v<N>.safetensors        current LoRA (LoraState)
+    <root>/<name>/initial-v<N>.safetensors     the LoRA at creation (for reset)
+    <root>/<name>/optimizer-v<N>.safetensors   Adam moments (+ param groups in the metadata)
+    <root>/<name>/round-<i>-v<N>.safetensors   a round's clean latents, conditioning, and the
+                                               LoRA/optimizer state before the update that used it
+
+Every tensor file is written atomically under a new name, then session.json (naming each file
+and its sha256) is replaced atomically, then unreferenced files are removed. A crash at any
+point leaves a session.json whose files all exist and match their hashes: the session resumes
+at its last complete change. Files that fail their hash are reported, never silently read.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Optional
+
+import torch
+
+from .errors import FeedbackError, NonFiniteError, PapaError, SessionCorrupt, SessionMismatch, SessionNotFound
+from .fsio import atomic_save_safetensors, atomic_write_json, sha256_file
+from .lora import LoraConfig, LoraState, clone_state
+
+FORMAT = "papa-session"
+FORMAT_VERSION = 1
+SESSION_NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}"
+_NAME_RE = re.compile(rf"^{SESSION_NAME_PATTERN}$")
+DEFAULT_MAX_UNDO = 20
+
+
+def validate_session_name(name: Any) -> str:
+    """Session names are also folder names: letters, digits, '_' and '-', 1–64 characters."""
+    if not isinstance(name, str) or not _NAME_RE.match(name):
+        raise PapaError(f"invalid session name {name!r}: use 1-64 letters, digits, '_' or '-', starting with a "
+                        "letter or digit (it becomes a folder name)")
+    return name
+
+
+@dataclass
+class Round:
+    """One generated batch and what the person said about it.
+
+    Attributes:
+        index: 0-based round number within the session.
+        x0: float32 [B, C, H, W] clean samples (latents) as the sampler produced them.
+        cond: conditioning tensors, each batched [B, ...].
+        seeds: one seed per image (regenerates it).
+        feedback: B values in [-1, 1] once recorded (None while pending).
+        meta: free-form settings (prompt text, sampler, steps, ...), JSON-serialisable.
+        update: stats of the update that trained on this round (None if not yet used).
+        lora_before / optimizer_before: state just before that update (for exact undo; dropped
+            for rounds older than the session's undo depth).
+    """
+
+    index: int
+    x0: torch.Tensor
+    cond: dict[str, torch.Tensor]
+    seeds: list[int]
+    feedback: Optional[list[float]] = None
+    meta: dict = field(default_factory=dict)
+    update: Optional[dict] = None
+    lora_before: Optional[LoraState] = None
+    optimizer_before: Optional[dict[str, torch.Tensor]] = None
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.x0.shape[0])
+
+    def feedback_tensor(self) -> torch.Tensor:
+        if self.feedback is None:
+            raise FeedbackError(f"round {self.index} has no feedback yet")
+        return torch.tensor(self.feedback, dtype=torch.float32)
+
+
+@dataclass
+class Session:
+    """A named personalisation run. Mutate it through its methods, then ``SessionStore.save``."""
+
+    name: str
+    base_fingerprint: str
+    lora_config: LoraConfig
+    lora_state: LoraState
+    initial_lora: LoraState
+    optimizer_state: Optional[dict[str, torch.Tensor]] = None
+    rounds: list[Round] = field(default_factory=list)
+    version: int = 0
+    meta: dict = field(default_factory=dict)
+    max_undo: int = DEFAULT_MAX_UNDO
+    _dirty: set = field(default_factory=lambda: {"lora", "initial", "optimizer"}, repr=False)
+
+    # --- checks ---
+    def check_compatible(self, base_fingerprint: str, lora_config: LoraConfig) -> None:
+        problems = []
+        if base_fingerprint != self.base_fingerprint:
+            problems.append(f"base model fingerprint {base_fingerprint} vs the session's {self.base_fingerprint} "
+                            f"({self.meta.get('base_model', 'unknown model')})")
+        problems += self.lora_config.describe_difference(lora_config)
+        if problems:
+            raise SessionMismatch(
+                f"session {self.name!r} was made for another setup: " + "; ".join(problems)
+                + ". Load the same checkpoint and LoRA settings, or start a new session name."
+            )
+
+    # --- rounds and feedback ---
+    @property
+    def pending_round(self) -> Optional[Round]:
+        """The newest round if it still waits for feedback."""
+        if self.rounds and self.rounds[-1].feedback is None:
+            return self.rounds[-1]
+        return None
+
+    def add_round(self, x0: torch.Tensor, cond: Mapping[str, torch.Tensor], seeds: list[int],
+                  meta: Optional[dict] = None) -> Round:
+        """Record a freshly generated batch as the pending round (replacing an unanswered one)."""
+        if x0.ndim != 4:
+            raise PapaError(f"x0 must be [B, C, H, W], got shape {tuple(x0.shape)}")
+        if not torch.isfinite(x0).all():
+            raise NonFiniteError("the generated latents contain NaN or inf; they were not recorded. Check the model "
+                                 "and sampler settings, then generate again")
+        if len(seeds) != x0.shape[0]:
+            raise PapaError(f"{len(seeds)} seeds for {x0.shape[0]} images")
+        for k, v in cond.items():
+            if v.shape[0] != x0.shape[0]:
+                raise PapaError(f"conditioning {k!r} has batch {v.shape[0]}, the images have {x0.shape[0]}")
+        if self.pending_round is not None:
+            self.rounds.pop()
+        r = Round(index=len(self.rounds), x0=x0.detach().to("cpu", torch.float32).clone(),
+                  cond={k: v.detach().cpu().clone() for k, v in cond.items()}, seeds=[int(s) for s in seeds],
+                  meta=dict(meta or {}))
+        self.rounds.append(r)
+        self._touch(f"round-{r.index}")
+        return r
+
+    def record_feedback(self, feedback, round_index: Optional[int] = None) -> Round:
+        """Attach feedback (B values in [-1, 1]) to the pending round (or to ``round_index``)."""
+        if round_index is None:
+            r = self.pending_round
+            if r is None:
+                raise FeedbackError(f"session {self.name!r} has no batch waiting for feedback: generate a batch first")
+        else:
+            if not 0 <= round_index < len(self.rounds):
+                raise FeedbackError(f"session {self.name!r} has no round {round_index}")
+            r = self.rounds[round_index]
+            if r.update is not None:
+                raise FeedbackError(f"round {round_index} was already trained on; undo that update first to change "
+                                    "its feedback")
+        values = [float(v) for v in feedback]
+        if len(values) != r.batch_size:
+            raise FeedbackError(f"got {len(values)} feedback values for a batch of {r.batch_size} images: give one per "
+                                "image (+ like, - dislike, 0 neutral)")
+        if any(not math.isfinite(v) or abs(v) > 1 for v in values):
+            raise FeedbackError("feedback values must be finite numbers in [-1, 1]")
+        r.feedback = values
+        self._touch(f"round-{r.index}")
+        return r
+
+    def untrained_rounds(self) -> list[Round]:
+        """Rounds with feedback that no update has used yet."""
+        return [r for r in self.rounds if r.feedback is not None and r.update is None]
+
+    def labelled_rounds(self) -> list[Round]:
+        return [r for r in self.rounds if r.feedback is not None]
+
+    @property
+    def label_count(self) -> int:
+        return sum(sum(1 for v in r.feedback if v != 0) for r in self.labelled_rounds())
+
+    @property
+    def update_count(self) -> int:
+        return sum(1 for r in self.rounds if r.update is not None)
+
+    # --- updates, undo, reset ---
+    def apply_update(self, rounds: list[Round], lora_state: LoraState, optimizer_state: dict[str, torch.Tensor],
+                     stats: dict) -> None:
+        """Record a finished update: the pre-update state goes into the newest round (the undo point)."""
+        target = rounds[-1]
+        target.lora_before = clone_state(self.lora_state)
+        target.optimizer_before = None if self.optimizer_state is None else clone_state(self.optimizer_state)
+        for r in rounds:
+            r.update = dict(stats, update_id=target.index, undo_point=(r is target))
+            self._touch(f"round-{r.index}")
+        self.lora_state = clone_state(lora_state)
+        self.optimizer_state = clone_state(optimizer_state)
+        self._touch("lora", "optimizer")
+        self._trim_undo()
+
+    def _trim_undo(self) -> None:
+        points = [r for r in self.rounds if r.lora_before is not None]
+        for r in points[: max(0, len(points) - self.max_undo)]:
+            r.lora_before = None
+            r.optimizer_before = None
+            self._touch(f"round-{r.index}")
+
+    def can_undo(self) -> bool:
+        return any(r.update is not None and r.update.get("undo_point") and r.lora_before is not None
+                   for r in self.rounds)
+
+    def undo_last_update(self) -> int:
+        """Restore the LoRA and optimizer exactly as before the last update; its rounds become untrained.
+
+        Returns the number of rounds whose feedback is now untrained again.
+        """
+        points = [r for r in self.rounds if r.update is not None and r.update.get("undo_point")]
+        if not points:
+            raise PapaError(f"session {self.name!r} has no update to undo")
+        last = points[-1]
+        if last.lora_before is None:
+            raise PapaError(f"the last update of {self.name!r} is older than the undo depth ({self.max_undo}); "
+                            "it cannot be undone (reset the session instead)")
+        update_id = last.update.get("update_id")
+        affected = [r for r in self.rounds if r.update is not None and r.update.get("update_id") == update_id]
+        self.lora_state = clone_state(last.lora_before)
+        self.optimizer_state = None if last.optimizer_before is None else clone_state(last.optimizer_before)
+        for r in affected:
+            r.update = None
+            self._touch(f"round-{r.index}")
+        last.lora_before = None
+        last.optimizer_before = None
+        self._touch("lora", "optimizer")
+        return len(affected)
+
+    def reset(self) -> None:
+        """Back to the initial LoRA; all rounds and feedback are discarded."""
+        self.lora_state = clone_state(self.initial_lora)
+        self.optimizer_state = None
+        for r in self.rounds:
+            self._dirty.discard(f"round-{r.index}")
+        self.rounds = []
+        self._touch("lora", "optimizer")
+
+    def _touch(self, *blobs: str) -> None:
+        self._dirty.update(blobs)
+        self.version += 1
+
+
+# ---------------------------------------------------------------------------------------------
+# Persistence
+
+
+def _flatten_optimizer(state: Optional[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    return {} if state is None else dict(state)
+
+
+def optimizer_state_to_tensors(sd: dict) -> dict[str, torch.Tensor]:
+    """torch optimizer state_dict → flat tensors; param_groups are kept as a JSON tensor of bytes."""
+    out: dict[str, torch.Tensor] = {}
+    for pid, st in sd["state"].items():
+        for k, v in st.items():
+            out[f"state.{pid}.{k}"] = torch.as_tensor(v).detach().cpu().clone()
+    groups = json.dumps(sd["param_groups"]).encode()
+    out["param_groups_json"] = torch.frombuffer(bytearray(groups), dtype=torch.uint8).clone()
+    return out
+
+
+def optimizer_state_from_tensors(flat: Mapping[str, torch.Tensor]) -> dict:
+    state: dict[int, dict] = {}
+    for key, v in flat.items():
+        if key == "param_groups_json":
+            continue
+        _, pid, name = key.split(".", 2)
+        state.setdefault(int(pid), {})[name] = v.clone()
+    groups = json.loads(bytes(flat["param_groups_json"].tolist()).decode())
+    return {"state": state, "param_groups": groups}
+
+
+class SessionStore:
+    """Sessions by name, each persisted under ``root/<name>/`` on every ``save``. Thread-safe.
+
+    Keeps loaded sessions in memory; ``get`` loads from disk after a restart.
+    """
+
+    def __init__(self, root: str | os.PathLike) -> None:
+        self.root = Path(root)
+        self._sessions: dict[str, Session] = {}
+        self._lock = threading.RLock()
+
+    # --- lookup ---
+    def folder(self, name: str) -> Path:
+        return self.root / validate_session_name(name)
+
+    def exists(self, name: str) -> bool:
+        return name in self._sessions or (self.folder(name) / "session.json").exists()
+
+    def names(self) -> list[str]:
+        on_disk = {p.parent.name for p in self.root.glob("*/session.json")} if self.root.exists() else set()
+        return sorted(on_disk | set(self._sessions))
+
+    def get(self, name: str) -> Session:
+        with self._lock:
+            validate_session_name(name)
+            if name not in self._sessions:
+                self._sessions[name] = self._load(name)
+            return self._sessions[name]
+
+    def create(self, name: str, base_fingerprint: str, lora_config: LoraConfig, initial_lora: LoraState,
+               meta: Optional[dict] = None) -> Session:
+        with self._lock:
+            validate_session_name(name)
+            if self.exists(name):
+                raise PapaError(f"session {name!r} already exists; open it, or choose another name")
+            s = Session(name=name, base_fingerprint=base_fingerprint, lora_config=lora_config,
+                        lora_state=clone_state(initial_lora), initial_lora=clone_state(initial_lora),
+                        meta=dict(meta or {}, created=time.strftime("%Y-%m-%dT%H:%M:%S")))
+            self.save(s)
+            self._sessions[name] = s
+            return s
+
+    def open_or_create(self, name: str, base_fingerprint: str, lora_config: LoraConfig, initial_lora: LoraState,
+                       meta: Optional[dict] = None) -> Session:
+        with self._lock:
+            if self.exists(name):
+                s = self.get(name)
+                s.check_compatible(base_fingerprint, lora_config)
+                return s
+            return self.create(name, base_fingerprint, lora_config, initial_lora, meta)
+
+    def forget(self, name: str) -> None:
+        """Drop the in-memory copy (the next ``get`` re-reads the disk)."""
+        with self._lock:
+            self._sessions.pop(name, None)
+
+    # --- writing ---
+    def save(self, s: Session) -> None:
+        with self._lock:
+            folder = self.folder(s.name)
+            folder.mkdir(parents=True, exist_ok=True)
+            previous = self._read_manifest(folder) if (folder / "session.json").exists() else None
+            prev_files = {} if previous is None else previous.get("files", {})
+            files: dict[str, dict] = {}
+            blobs = {"lora": lambda: s.lora_state, "initial": lambda: s.initial_lora,
+                     "optimizer": lambda: _flatten_optimizer(s.optimizer_state)}
+            for r in s.rounds:
+                blobs[f"round-{r.index}"] = (lambda r=r: _round_tensors(r))
+            for blob, tensors in blobs.items():
+                if blob not in s._dirty and blob in prev_files and (folder / prev_files[blob]["file"]).exists():
+                    files[blob] = prev_files[blob]
+                    continue
+                fname = f"{blob}-v{s.version}.safetensors"
+                sha = atomic_save_safetensors(folder / fname, tensors())
+                files[blob] = {"file": fname, "sha256": sha}
+            manifest = {
+                "format": FORMAT,
+                "format_version": FORMAT_VERSION,
+                "name": s.name,
+                "version": s.version,
+                "base_fingerprint": s.base_fingerprint,
+                "lora_config": s.lora_config.to_dict(),
+                "max_undo": s.max_undo,
+                "meta": s.meta,
+                "rounds": [
+                    {"index": r.index, "seeds": r.seeds, "feedback": r.feedback, "meta": r.meta, "update": r.update,
+                     "has_undo": r.lora_before is not None, "has_optimizer_before": r.optimizer_before is not None,
+                     "cond_keys": sorted(r.cond)}
+                    for r in s.rounds
+                ],
+                "files": files,
+                "saved": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            }
+            atomic_write_json(folder / "session.json", manifest)  # the commit point
+            s._dirty.clear()
+            keep = {f["file"] for f in files.values()} | {"session.json"}
+            for p in folder.iterdir():
+                if p.name not in keep and (p.suffix == ".safetensors" or p.name.endswith(".tmp")):
+                    try:
+                        p.unlink()
+                    except OSError:
+                        pass
+
+    # --- reading ---
+    @staticmethod
+    def _read_manifest(folder: Path) -> dict:
+        path = folder / "session.json"
+        try:
+            m = json.loads(path.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise SessionCorrupt(f"{path} is not valid JSON ({e}); restore it from a backup or delete the folder "
+                                 "to start over") from e
+        if not isinstance(m, dict) or m.get("format") != FORMAT:
+            raise SessionCorrupt(f"{path} is not a PAPA session file")
+        if m.get("format_version", 0) > FORMAT_VERSION:
+            raise SessionCorrupt(f"{path} was written by a newer ComfyUI-PAPA (format {m.get('format_version')}); "
+                                 "update the pack")
+        return m
+
+    def _load(self, name: str) -> Session:
+        folder = self.folder(name)
+        if not (folder / "session.json").exists():
+            known = self.names()
+            raise SessionNotFound(f"no session named {name!r} in {self.root}"
+                                  + (f"; known sessions: {', '.join(known)}" if known else "; create it first"))
+        m = self._read_manifest(folder)
+        try:
+            tensors = {blob: self._read_blob(folder, info) for blob, info in m["files"].items()}
+            lora_config = LoraConfig.from_dict(m["lora_config"])
+            rounds = []
+            for rm in m["rounds"]:
+                t = tensors[f"round-{rm['index']}"]
+                rounds.append(Round(
+                    index=rm["index"], x0=t["x0"],
+                    cond={k[len("cond."):]: v for k, v in t.items() if k.startswith("cond.")},
+                    seeds=list(rm["seeds"]), feedback=rm["feedback"], meta=rm.get("meta") or {},
+                    update=rm.get("update"),
+                    lora_before=({k[len("lora_before."):]: v for k, v in t.items() if k.startswith("lora_before.")}
+                                 if rm.get("has_undo") else None),
+                    optimizer_before=({k[len("opt_before."):]: v for k, v in t.items() if k.startswith("opt_before.")}
+                                      if rm.get("has_optimizer_before") else None),
+                ))
+        except KeyError as e:
+            raise SessionCorrupt(f"session {name!r} in {folder} is missing an entry ({e}); the folder was edited "
+                                 "or damaged") from e
+        s = Session(name=m["name"], base_fingerprint=m["base_fingerprint"], lora_config=lora_config,
+                    lora_state=tensors["lora"], initial_lora=tensors["initial"],
+                    optimizer_state=tensors["optimizer"] or None, rounds=rounds, version=m["version"],
+                    meta=m.get("meta") or {}, max_undo=m.get("max_undo", DEFAULT_MAX_UNDO))
+        s._dirty.clear()
+        return s
+
+    @staticmethod
+    def _read_blob(folder: Path, info: dict) -> dict[str, torch.Tensor]:
+        from safetensors.torch import load_file
+
+        path = folder / info["file"]
+        if not path.exists():
+            raise SessionCorrupt(f"{path} is missing; the session folder was damaged")
+        if sha256_file(path) != info["sha256"]:
+            raise SessionCorrupt(f"{path} does not match its recorded checksum (partial or edited file); restore "
+                                 "the folder from a backup or delete it to start over")
+        return load_file(str(path))
+
+
+def _round_tensors(r: Round) -> dict[str, torch.Tensor]:
+    out = {"x0": r.x0}
+    out.update({f"cond.{k}": v for k, v in r.cond.items()})
+    if r.lora_before is not None:
+        out.update({f"lora_before.{k}": v for k, v in r.lora_before.items()})
+    if r.optimizer_before is not None:
+        out.update({f"opt_before.{k}": v for k, v in r.optimizer_before.items()})
+    return out

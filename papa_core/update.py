@@ -1,0 +1,249 @@
+"""One PAPA update: the LoRA step(s) a round of feedback triggers.
+
+``update(session, denoiser, config)`` trains the session's LoRA on its new feedback (plus, with
+replay, the feedback of earlier rounds: the paper's growing liked / disliked sets), writes the new
+LoRA and optimizer state into the session and returns what it did. A NaN or inf anywhere restores
+the pre-update weights and raises ``NonFiniteError``; the session is left untouched.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field, replace
+from typing import Callable, Mapping, Optional
+
+import torch
+
+from .denoiser import Denoiser
+from .errors import NonFiniteError, PapaError
+from .objective import OBJECTIVE_PRESETS, ObjectiveConfig, accumulate_gradients
+from .session import Round, Session, optimizer_state_from_tensors, optimizer_state_to_tensors
+
+OPTIMIZERS: dict[str, type] = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
+AUTOCAST = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+ProgressCallback = Callable[[int, int, dict], None]
+"""progress(step, total_steps, info) after each optimizer step; info has loss and grad_norm."""
+
+
+@dataclass(frozen=True)
+class UpdateConfig:
+    """How a round of feedback updates the LoRA.
+
+    Attributes:
+        objective: the loss (``objective.ObjectiveConfig``).
+        optimizer: ``adam`` or ``adamw``.
+        lr: learning rate of the LoRA parameters.
+        weight_decay: AdamW's decoupled decay (pulls the LoRA towards ΔW = 0, i.e. the base model).
+        steps: optimizer steps per update; None = one pass over the images (with ``images_per_step``).
+        images_per_step: images per optimizer step (None = every training image in each step).
+        shuffle: draw the images of each step at random (False: in order, as the reference).
+        replay: train on earlier rounds' feedback too: ``none`` or ``all``.
+        replay_rounds: with replay, only this many previous rounds (0 = all).
+        grad_clip: max global L2 norm of the LoRA gradient (None = no clipping).
+        autocast: ``auto`` (bf16 on CUDA when supported, else off), ``bf16``, ``fp16`` or ``none``.
+        seed: seeds timesteps, noise and image order (combined with the session version).
+    """
+
+    objective: ObjectiveConfig = field(default_factory=lambda: OBJECTIVE_PRESETS["default"])
+    optimizer: str = "adamw"
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    steps: Optional[int] = 4
+    images_per_step: Optional[int] = None
+    shuffle: bool = True
+    replay: str = "all"
+    replay_rounds: int = 0
+    grad_clip: Optional[float] = 1.0
+    autocast: str = "auto"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in OPTIMIZERS:
+            raise PapaError(f"optimizer must be one of {sorted(OPTIMIZERS)}, got {self.optimizer!r}")
+        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
+            raise PapaError(f"lr must be a positive number, got {self.lr!r}")
+        if self.steps is not None and (not isinstance(self.steps, int) or self.steps < 1):
+            raise PapaError(f"steps must be ≥ 1 (or None for one pass), got {self.steps!r}")
+        if self.images_per_step is not None and (not isinstance(self.images_per_step, int)
+                                                 or self.images_per_step < 1):
+            raise PapaError(f"images_per_step must be ≥ 1 or None, got {self.images_per_step!r}")
+        if self.replay not in ("none", "all"):
+            raise PapaError(f"replay must be 'none' or 'all', got {self.replay!r}")
+        if self.autocast not in ("auto", *AUTOCAST):
+            raise PapaError(f"autocast must be one of auto/bf16/fp16/none, got {self.autocast!r}")
+        if self.grad_clip is not None and not self.grad_clip > 0:
+            raise PapaError(f"grad_clip must be positive or None, got {self.grad_clip!r}")
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["objective"] = self.objective.to_dict()
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping) -> "UpdateConfig":
+        d = dict(d)
+        if "objective" in d and not isinstance(d["objective"], ObjectiveConfig):
+            d["objective"] = ObjectiveConfig.from_dict(d["objective"])
+        return cls(**d)
+
+
+UPDATE_PRESETS: dict[str, UpdateConfig] = {
+    # The reference loop moved to LoRA: one Adam step per image, in order, this round only.
+    # What had to change: lr (the reference's 1e-5 is for full fine-tuning; a zero-initialised LoRA
+    # needs a larger step to move at all).
+    "reference": UpdateConfig(objective=OBJECTIVE_PRESETS["reference"], optimizer="adam", lr=1e-4, steps=None,
+                              images_per_step=1, shuffle=False, replay="none", grad_clip=None),
+    "epapa": UpdateConfig(objective=OBJECTIVE_PRESETS["epapa"], optimizer="adam", lr=1e-4, steps=None,
+                          images_per_step=1, shuffle=False, replay="none", grad_clip=None),
+    "liked_only": UpdateConfig(objective=OBJECTIVE_PRESETS["liked_only"], lr=1e-3, steps=4, replay="all"),
+    "dpo": UpdateConfig(objective=OBJECTIVE_PRESETS["dpo"], lr=1e-3, steps=4, replay="all"),
+    "default": UpdateConfig(),
+}
+
+
+def update_preset(name: str, **overrides) -> UpdateConfig:
+    try:
+        base = UPDATE_PRESETS[name]
+    except KeyError:
+        raise PapaError(f"unknown update preset {name!r}; choose one of {sorted(UPDATE_PRESETS)}") from None
+    return replace(base, **overrides) if overrides else base
+
+
+@dataclass
+class UpdateStats:
+    """What one update did (also stored in the session's rounds)."""
+
+    rounds: list[int]
+    images: int
+    steps: int
+    loss: list[float]
+    grad_norm: list[float]
+    timesteps: int  # (image, t) pairs evaluated with gradient, all steps together
+    forward_passes: int
+    seconds: float
+    lr: float
+    objective: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _autocast_dtype(name: str, device: torch.device) -> Optional[torch.dtype]:
+    if name == "auto":
+        if device.type == "cuda" and torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        return None
+    return AUTOCAST[name]
+
+
+def training_set(session: Session, cfg: UpdateConfig) -> tuple[list[Round], list[tuple[Round, int]]]:
+    """The rounds this update consumes, and the (round, image) pairs it trains on."""
+    new = session.untrained_rounds()
+    if not new:
+        raise PapaError(f"session {session.name!r} has no new feedback to learn from: record feedback on a "
+                        "generated batch first")
+    pool_rounds = list(new)
+    if cfg.replay == "all":
+        old = [r for r in session.labelled_rounds() if r.update is not None]
+        if cfg.replay_rounds:
+            old = old[-cfg.replay_rounds:]
+        pool_rounds = old + pool_rounds
+    items = [(r, i) for r in pool_rounds for i, v in enumerate(r.feedback) if v != 0]
+    return new, items
+
+
+def _stack(items: list[tuple[Round, int]]):
+    x0 = torch.stack([r.x0[i] for r, i in items])
+    keys = sorted(items[0][0].cond)
+    for r, _ in items:
+        if sorted(r.cond) != keys:
+            raise PapaError("rounds with different conditioning kinds cannot be trained together; "
+                            "set replay to 'none' or start a new session")
+    cond = {k: torch.stack([r.cond[k][i] for r, i in items]) for k in keys}
+    y = torch.tensor([r.feedback[i] for r, i in items], dtype=torch.float32)
+    return x0, cond, y
+
+
+def update(session: Session, denoiser: Denoiser, config: UpdateConfig = UpdateConfig(),
+           progress: Optional[ProgressCallback] = None) -> UpdateStats:
+    """Train the session's LoRA on its new feedback; returns the stats and saves nothing to disk.
+
+    The caller persists the session afterwards (``SessionStore.save``).
+    """
+    session.check_compatible(denoiser.fingerprint, denoiser.lora_config)
+    new_rounds, items = training_set(session, config)
+    t_start = time.perf_counter()
+    if not items:  # every new image neutral: nothing to learn, but the rounds are consumed
+        stats = UpdateStats([r.index for r in new_rounds], 0, 0, [], [], 0, 0, 0.0, config.lr,
+                            config.objective.loss)
+        session.apply_update(new_rounds, session.lora_state, session.optimizer_state or {}, stats.to_dict())
+        return stats
+
+    denoiser.set_lora_state(session.lora_state)
+    params = denoiser.lora_parameters()
+    opt_cls = OPTIMIZERS[config.optimizer]
+    kwargs = {"lr": config.lr}
+    if config.optimizer == "adamw":
+        kwargs["weight_decay"] = config.weight_decay
+    opt = opt_cls(params, **kwargs)
+    if session.optimizer_state:
+        sd = optimizer_state_from_tensors(session.optimizer_state)
+        sd["param_groups"][0].update({k: v for k, v in kwargs.items()})
+        try:
+            opt.load_state_dict(sd)
+        except (ValueError, KeyError) as e:
+            raise PapaError(f"the session's optimizer state does not fit its LoRA ({e}); reset the session") from e
+
+    g = torch.Generator().manual_seed(config.seed * 1_000_003 + session.version)
+    n = len(items)
+    per_step = n if config.images_per_step is None else min(config.images_per_step, n)
+    steps = config.steps if config.steps is not None else math.ceil(n / per_step)
+    order = torch.randperm(n, generator=g) if config.shuffle else torch.arange(n)
+    autocast_dtype = _autocast_dtype(config.autocast, denoiser.device)
+
+    losses, norms = [], []
+    timesteps = forwards = 0
+    try:
+        cursor = 0
+        for step in range(steps):
+            if per_step == n:
+                chosen = list(range(n))
+            else:
+                chosen = [int(order[(cursor + j) % n]) for j in range(per_step)]
+                cursor += per_step
+                if cursor >= n and config.shuffle:
+                    order, cursor = torch.randperm(n, generator=g), 0
+            x0, cond, y = _stack([items[j] for j in chosen])
+            opt.zero_grad(set_to_none=True)
+            res = accumulate_gradients(denoiser, x0, cond, y, config.objective, generator=g,
+                                       autocast_dtype=autocast_dtype)
+            grads = [p.grad for p in params if p.grad is not None]
+            norm = torch.linalg.vector_norm(torch.stack([gr.detach().float().norm() for gr in grads])) if grads \
+                else torch.zeros(())
+            if not math.isfinite(res.loss) or not torch.isfinite(norm):
+                raise NonFiniteError(
+                    f"update step {step + 1}/{steps} produced a non-finite {'loss' if not math.isfinite(res.loss) else 'gradient'}"
+                    "; the LoRA was restored to its state before this update. Lower the learning rate or the "
+                    "coefficients, or undo the last update")
+            if config.grad_clip is not None and grads:
+                torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
+            opt.step()
+            if not all(torch.isfinite(p).all() for p in params):
+                raise NonFiniteError("the LoRA weights became NaN or inf; they were restored to their state before "
+                                     "this update. Lower the learning rate")
+            losses.append(res.loss)
+            norms.append(float(norm))
+            timesteps += res.timesteps
+            forwards += res.forward_passes
+            if progress is not None:
+                progress(step + 1, steps, {"loss": res.loss, "grad_norm": float(norm)})
+    except BaseException:
+        denoiser.set_lora_state(session.lora_state)
+        raise
+    stats = UpdateStats(rounds=[r.index for r in new_rounds], images=n, steps=steps, loss=losses, grad_norm=norms,
+                        timesteps=timesteps, forward_passes=forwards, seconds=time.perf_counter() - t_start,
+                        lr=config.lr, objective=config.objective.loss)
+    session.apply_update(new_rounds, denoiser.get_lora_state(), optimizer_state_to_tensors(opt.state_dict()),
+                         stats.to_dict())
+    return stats

@@ -1,0 +1,184 @@
+"""The objective against a direct transcription of the reference formula, and its variants."""
+import copy
+
+import pytest
+import torch
+
+from papa_core.denoiser import DiffusersDenoiser
+from papa_core.errors import FeedbackError, NonFiniteError, PapaError
+from papa_core.lora import LoraConfig
+from papa_core.objective import ObjectiveConfig, accumulate_gradients, objective_preset
+
+from conftest import randomize_lora, tiny_unet2d
+
+
+def _grads(d):
+    return [p.grad.clone() if p.grad is not None else torch.zeros_like(p) for p in d.lora_parameters()]
+
+
+def _zero(d):
+    for p in d.lora_parameters():
+        p.grad = None
+
+
+def reference_transcription(d, im, label, noise, pref_coef=0.1, model_coef=0.009):
+    """tools/train_papa.py's inner loop for one image (batch_size 1, world_size 1), written out.
+
+    Same ε for every t; t ascending over all T; the ELBO weight uses ᾱ[t-1] except at t = 0, where
+    we use the project's decoder weight instead of the reference's wraparound (documented choice).
+    """
+    s = d.schedule
+    a_bar, alphas = s.alphas_cumprod, s.alphas
+    summed = torch.zeros(1)
+    for i in range(s.num_timesteps):
+        t = torch.full((1,), i)
+        noisy = s.add_noise(im, noise, t)
+        pred = d.eps(noisy, t, {}, lora=True)
+        err = torch.nn.functional.mse_loss(pred, noise, reduction="none").mean(dim=[1, 2, 3])
+        if i == 0:
+            scale = 1.0 / alphas[0]
+        else:
+            scale = (1.0 - alphas[i]) / (alphas[i] * (1.0 - a_bar[i - 1]))
+        summed = summed + float(scale) * err
+    if model_coef > 0 and label == 1.0:
+        with torch.no_grad():
+            base = d.eps(noisy, t, {}, lora=False)
+        model_loss = torch.nn.functional.mse_loss(pred, base)
+    else:
+        model_loss = 0.0
+    return ((label * summed * pref_coef) + (model_loss * model_coef)).mean()
+
+
+@pytest.mark.parametrize("label", [1.0, -1.0])
+def test_reference_preset_equals_transcription(tiny_denoiser, label):
+    d = tiny_denoiser
+    randomize_lora(d, scale=0.05)
+    g = torch.Generator().manual_seed(7)
+    im = torch.randn(1, 1, 8, 8, generator=g).clamp(-1, 1)
+    cfg = objective_preset("reference", max_batch=17)  # odd chunking on purpose
+    gen = torch.Generator().manual_seed(3)
+    _zero(d)
+    res = accumulate_gradients(d, im, {}, torch.tensor([label]), cfg, generator=gen)
+    ours = _grads(d)
+    # The objective draws its shared noise after the (deterministic) exact draw: replay the generator.
+    noise = torch.randn((1, 1, 8, 8), generator=torch.Generator().manual_seed(3))
+    _zero(d)
+    ref = reference_transcription(d, im, label, noise)
+    ref.backward()
+    theirs = _grads(d)
+    assert abs(res.loss - ref.item()) < 1e-5 * max(1.0, abs(float(ref)))
+    for a, b in zip(ours, theirs):
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-7)
+    assert res.timesteps == d.schedule.num_timesteps
+
+
+def _direct_anchored_loss(d, x0, y, cfg, seed):
+    """softplus(β·y·Δ)/β written with autograd, for the single-chunk draw of the same seed."""
+    from papa_core import estimators
+
+    gen = torch.Generator().manual_seed(seed)
+    w = d.schedule.elbo_weights()
+    draws = [estimators.draw(cfg.estimator, w, cfg.k, cfg.timesteps_per_image, gen) for _ in range(len(x0))]
+    noise = torch.randn(x0.shape, generator=gen)
+    total = 0.0
+    for i, dr in enumerate(draws):
+        xt = d.schedule.add_noise(x0[i:i + 1].expand(len(dr.t), -1, -1, -1), noise[i:i + 1].expand(len(dr.t), -1, -1, -1), dr.t)
+        e = noise[i:i + 1].expand(len(dr.t), -1, -1, -1)
+        g_th = (d.eps(xt, dr.t, {}, lora=True) - e).pow(2).flatten(1).mean(1)
+        with torch.no_grad():
+            g_b = (d.eps(xt, dr.t, {}, lora=False) - e).pow(2).flatten(1).mean(1)
+        delta = (dr.coef.float() * (g_th - g_b)).sum()
+        total = total + cfg.pref_coef * torch.nn.functional.softplus(cfg.beta * y[i] * delta) / cfg.beta
+    return total / len(x0)
+
+
+def test_anchored_gradient_is_gradient_of_its_value(tiny_denoiser):
+    d = tiny_denoiser
+    randomize_lora(d, scale=0.05)
+    x0 = torch.randn(3, 1, 8, 8, generator=torch.Generator().manual_seed(1)).clamp(-1, 1)
+    y = torch.tensor([1.0, -1.0, -0.5])
+    cfg = ObjectiveConfig(loss="anchored", anchored_on="both", beta=5.0, model_term="none", pref_coef=1.0,
+                          estimator="importance_stratified", timesteps_per_image=8)
+    _zero(d)
+    res = accumulate_gradients(d, x0, {}, y, cfg, generator=torch.Generator().manual_seed(11))
+    ours = _grads(d)
+    _zero(d)
+    direct = _direct_anchored_loss(d, x0, y, cfg, seed=11)
+    direct.backward()
+    assert abs(res.loss - float(direct)) < 1e-5
+    for a, b in zip(ours, _grads(d)):
+        assert torch.allclose(a, b, rtol=1e-3, atol=1e-7)
+    # Chunked (two-pass) evaluation gives the same gradient as one pass.
+    _zero(d)
+    accumulate_gradients(d, x0, {}, y, ObjectiveConfig(**{**cfg.to_dict(), "max_batch": 5}),
+                         generator=torch.Generator().manual_seed(11))
+    for a, b in zip(ours, _grads(d)):
+        assert torch.allclose(a, b, rtol=1e-3, atol=1e-6)
+
+
+def test_neutral_gives_no_gradient_and_grades_scale(tiny_denoiser):
+    d = tiny_denoiser
+    randomize_lora(d)
+    x0 = torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(2)).clamp(-1, 1)
+    cfg = ObjectiveConfig(loss="linear", model_term="none", estimator="uniform", timesteps_per_image=4)
+    _zero(d)
+    res = accumulate_gradients(d, x0, {}, torch.tensor([0.0, 0.0]), cfg, generator=torch.Generator().manual_seed(0))
+    assert res.timesteps == 0 and all(p.grad is None for p in d.lora_parameters())
+    _zero(d)
+    accumulate_gradients(d, x0[:1], {}, torch.tensor([1.0]), cfg, generator=torch.Generator().manual_seed(0))
+    full = _grads(d)
+    _zero(d)
+    accumulate_gradients(d, x0[:1], {}, torch.tensor([0.5]), cfg, generator=torch.Generator().manual_seed(0))
+    for a, b in zip(full, _grads(d)):
+        assert torch.allclose(0.5 * a, b, rtol=1e-5, atol=1e-9)
+
+
+def test_positive_only_ignores_dislikes(tiny_denoiser):
+    d = tiny_denoiser
+    x0 = torch.randn(1, 1, 8, 8)
+    cfg = ObjectiveConfig(positive_only=True, model_term="none", estimator="uniform", timesteps_per_image=2)
+    _zero(d)
+    res = accumulate_gradients(d, x0, {}, torch.tensor([-1.0]), cfg)
+    assert res.timesteps == 0
+
+
+def test_epapa_trains_only_high_t(tiny_denoiser):
+    d = tiny_denoiser
+    cfg = ObjectiveConfig(estimator="exact", k=30, model_term="none")
+    res = accumulate_gradients(d, torch.randn(1, 1, 8, 8), {}, torch.tensor([1.0]), cfg)
+    assert res.timesteps == d.schedule.num_timesteps - 30
+
+
+def test_dpo_pushes_liked_over_disliked(tiny_denoiser):
+    d = tiny_denoiser
+    x0 = torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(5)).clamp(-1, 1)
+    cfg = objective_preset("dpo", timesteps_per_image=8)
+    res = accumulate_gradients(d, x0, {}, torch.tensor([1.0, -1.0]), cfg, generator=torch.Generator().manual_seed(0))
+    # At θ = θ*, Δ = 0 for both, so the loss is softplus(0)/β.
+    assert abs(res.loss - float(torch.log(torch.tensor(2.0))) / cfg.beta) < 1e-6
+
+
+def test_bad_input_errors(tiny_denoiser):
+    d = tiny_denoiser
+    cfg = ObjectiveConfig(estimator="uniform", timesteps_per_image=2)
+    with pytest.raises(FeedbackError, match="2 feedback values for a batch of 3"):
+        accumulate_gradients(d, torch.zeros(3, 1, 8, 8), {}, torch.tensor([1.0, -1.0]), cfg)
+    bad = torch.zeros(1, 1, 8, 8)
+    bad[0, 0, 0, 0] = float("nan")
+    with pytest.raises(NonFiniteError, match="regenerate"):
+        accumulate_gradients(d, bad, {}, torch.tensor([1.0]), cfg)
+    with pytest.raises(FeedbackError, match="within"):
+        accumulate_gradients(d, torch.zeros(1, 1, 8, 8), {}, torch.tensor([3.0]), cfg)
+    with pytest.raises(PapaError, match="loss must be one of"):
+        ObjectiveConfig(loss="magic")
+    with pytest.raises(PapaError, match="unknown objective preset"):
+        objective_preset("nope")
+
+
+def test_nan_loss_is_reported(small_schedule):
+    d = DiffusersDenoiser(tiny_unet2d(), small_schedule, LoraConfig(rank=2, alpha=2.0))
+    with torch.no_grad():
+        d.lora_parameters()[-1].fill_(float("nan"))
+    with pytest.raises(NonFiniteError, match="NaN or inf"):
+        accumulate_gradients(d, torch.zeros(1, 1, 8, 8), {}, torch.tensor([1.0]),
+                             ObjectiveConfig(estimator="uniform", timesteps_per_image=2, model_term="none"))

@@ -1,0 +1,82 @@
+import pytest
+import torch
+
+from papa_core.errors import NonFiniteError, PapaError
+from papa_core.lora import states_equal
+from papa_core.objective import ObjectiveConfig
+from papa_core.session import SessionStore
+from papa_core.update import UpdateConfig, update, update_preset
+
+from conftest import randomize_lora
+
+
+def _session(tmp_path, d, n=4):
+    store = SessionStore(tmp_path)
+    s = store.create("u", d.fingerprint, d.lora_config, d.get_lora_state())
+    s.add_round(torch.randn(n, 1, 8, 8, generator=torch.Generator().manual_seed(0)).clamp(-1, 1), {}, list(range(n)))
+    s.record_feedback([1, -1, 1, 0][:n])
+    return store, s
+
+
+def test_update_moves_lora_and_reports(tmp_path, tiny_denoiser):
+    _, s = _session(tmp_path, tiny_denoiser)
+    seen = []
+    cfg = UpdateConfig(objective=ObjectiveConfig(timesteps_per_image=4), steps=3, lr=1e-2)
+    st = update(s, tiny_denoiser, cfg, progress=lambda i, n, info: seen.append((i, n, info["loss"])))
+    assert [x[:2] for x in seen] == [(1, 3), (2, 3), (3, 3)]
+    assert st.images == 3 and st.steps == 3 and st.timesteps == 3 * 3 * 4 and st.seconds > 0
+    assert len(st.loss) == 3 and all(g > 0 for g in st.grad_norm)
+    assert not states_equal(s.lora_state, s.initial_lora)
+    assert states_equal(s.lora_state, tiny_denoiser.get_lora_state())
+    assert s.rounds[0].update["update_id"] == 0
+
+
+def test_replay_uses_earlier_rounds(tmp_path, tiny_denoiser):
+    _, s = _session(tmp_path, tiny_denoiser)
+    cfg = UpdateConfig(objective=ObjectiveConfig(timesteps_per_image=2), steps=1, replay="all")
+    update(s, tiny_denoiser, cfg)
+    s.add_round(torch.zeros(2, 1, 8, 8), {}, [7, 8])
+    s.record_feedback([1, -1])
+    assert update(s, tiny_denoiser, cfg).images == 5
+    s.undo_last_update()
+    assert update(s, tiny_denoiser, UpdateConfig(objective=cfg.objective, steps=1, replay="none")).images == 2
+
+
+def test_reference_preset_one_step_per_image(tmp_path, tiny_denoiser):
+    _, s = _session(tmp_path, tiny_denoiser, n=2)
+    st = update(s, tiny_denoiser, update_preset("reference"))
+    assert st.steps == 2 and st.timesteps == 2 * tiny_denoiser.schedule.num_timesteps
+
+
+def test_nan_guard_restores_weights(tmp_path, tiny_denoiser, monkeypatch):
+    _, s = _session(tmp_path, tiny_denoiser)
+    before = dict(s.lora_state)
+    version = s.version
+    import papa_core.update as upd
+
+    real = upd.accumulate_gradients
+
+    def poisoned(*a, **kw):
+        res = real(*a, **kw)
+        for p in tiny_denoiser.lora_parameters():
+            if p.grad is not None:
+                p.grad.fill_(float("nan"))
+                break
+        return res
+
+    monkeypatch.setattr(upd, "accumulate_gradients", poisoned)
+    with pytest.raises(NonFiniteError, match="restored"):
+        update(s, tiny_denoiser, UpdateConfig(objective=ObjectiveConfig(timesteps_per_image=2), steps=2))
+    assert states_equal(tiny_denoiser.get_lora_state(), before)
+    assert states_equal(s.lora_state, before) and s.version == version and s.untrained_rounds()
+
+
+def test_config_validation():
+    with pytest.raises(PapaError, match="lr"):
+        UpdateConfig(lr=0)
+    with pytest.raises(PapaError, match="optimizer"):
+        UpdateConfig(optimizer="sgd9")
+    with pytest.raises(PapaError, match="unknown update preset"):
+        update_preset("fast-please")
+    d = UpdateConfig().to_dict()
+    assert UpdateConfig.from_dict(d) == UpdateConfig()
