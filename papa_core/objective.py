@@ -195,6 +195,7 @@ def accumulate_gradients(
     cfg: ObjectiveConfig,
     generator: Optional[torch.Generator] = None,
     autocast_dtype: Optional[torch.dtype] = None,
+    noise: Optional[torch.Tensor] = None,
 ) -> ObjectiveResult:
     """Evaluate the objective on a batch and add its gradient into the LoRA parameters' ``.grad``.
 
@@ -206,6 +207,8 @@ def accumulate_gradients(
         cfg: the objective.
         generator: CPU generator for timesteps and noise (reproducibility).
         autocast_dtype: torch.bfloat16 / float16 on GPU, or None.
+        noise: optional fixed per-image ε [B, C, H, W] (with ``shared_noise``); drawn from
+            ``generator`` when None. Fixing it isolates the timestep estimator's own variance.
 
     Returns:
         ObjectiveResult; the loss is the mean over the batch of the per-image objective.
@@ -233,7 +236,12 @@ def accumulate_gradients(
         return ObjectiveResult(0.0, 0.0, 0.0, 0, 0, [float("nan")] * b)
     pi, pt, pc, plast = (torch.cat(v) for v in (pairs_i, pairs_t, pairs_c, last_flag))
     n = len(pi)
-    per_image_noise = torch.randn((b,) + tuple(x0.shape[1:]), generator=generator)
+    if noise is not None:
+        if tuple(noise.shape) != tuple(x0.shape):
+            raise PapaError(f"noise must have the images' shape {tuple(x0.shape)}, got {tuple(noise.shape)}")
+        per_image_noise = noise.detach().to("cpu", torch.float32)
+    else:
+        per_image_noise = torch.randn((b,) + tuple(x0.shape[1:]), generator=generator)
     noise = per_image_noise[pi] if cfg.shared_noise else torch.randn((n,) + tuple(x0.shape[1:]), generator=generator)
 
     # 2. Which images carry the model term, and with what per-pair weight.

@@ -1,0 +1,114 @@
+"""Alignment benchmark on the embedded digits model: PAPA variants and baselines at equal label budgets.
+
+    python benchmarks/alignment.py --out docs/benchmarks/alignment   # all methods, 3 seeds, 30 rounds
+
+Every method sees the same simulated person, the same seeds and 10 labels per round. Results are
+appended to <out>/results.json after every run (a restarted benchmark skips runs already there),
+then summarised in <out>/summary.md and <out>/preferred.png.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from papa_core.digits.loop import LoopConfig, checkpoint_dicts, run_loop  # noqa: E402
+from papa_core.plotting import line_plot  # noqa: E402
+from papa_core.session import SessionStore  # noqa: E402
+
+METHODS = ("default", "reference", "epapa", "liked_only", "dpo")
+
+
+def run_one(method: str, seed: int, rounds: int, checkpoints: tuple[int, ...], task: str, eval_size: int) -> dict:
+    cfg = LoopConfig(rounds=rounds, preset=method, seed=seed, task=task, eval_size=eval_size,
+                     eval_rounds=checkpoints)
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        history, session, world = run_loop(cfg, SessionStore(tmp), f"bench-{method}-{seed}")
+    return {"method": method, "seed": seed, "task": task, "rounds": rounds, "eval_size": eval_size,
+            "wall_seconds": time.perf_counter() - t0, "update_config": world.update_config.to_dict(),
+            "checkpoints": checkpoint_dicts(history)}
+
+
+def mean_sd(values: list[float]) -> str:
+    if not values:
+        return "–"
+    if len(values) == 1:
+        return f"{values[0]:.3f}"
+    return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}"
+
+
+def summarise(results: list[dict], out: Path, task: str) -> str:
+    rows = [r for r in results if r["task"] == task]
+    methods = [m for m in METHODS if any(r["method"] == m for r in rows)]
+    rounds = sorted({c["round"] for r in rows for c in r["checkpoints"]})
+    lines = [f"### Task: {task} — mean ± sd over seeds ({', '.join(sorted({str(r['seed']) for r in rows}))})", ""]
+    lines.append("| method | round | labels | preferred | confident (>0.9) | nearest-real dist | diversity | "
+                 "s / update | timesteps / update |")
+    lines.append("|---|---|---|---|---|---|---|---|---|")
+    series = {}
+    for m in methods:
+        mr = [r for r in rows if r["method"] == m]
+        xs, ys = [], []
+        for rd in rounds:
+            cks = [c for r in mr for c in r["checkpoints"] if c["round"] == rd]
+            if not cks:
+                continue
+            pref = [c["preferred"] for c in cks]
+            lines.append(f"| {m} | {rd} | {cks[0]['labels']} | {mean_sd(pref)} | "
+                         f"{mean_sd([c['confident'] for c in cks])} | {mean_sd([c['nearest_real'] for c in cks])} | "
+                         f"{mean_sd([c['diversity'] for c in cks])} | "
+                         f"{statistics.mean(c['seconds_update'] for c in cks):.2f} | "
+                         f"{statistics.mean(c['timesteps'] for c in cks):.0f} |")
+            xs.append(rd * 10)
+            ys.append(statistics.mean(pref))
+        series[m] = (xs, ys)
+        reach = next((x for x, y in zip(xs, ys) if y >= 0.9), None)
+        lines.append(f"| {m} | **labels to reach 90% preferred (mean curve)** | {reach if reach else 'not reached'} "
+                     "| | | | | | |")
+    line_plot(series, out / f"preferred_{task}.png", title=f"preferred fraction vs labels ({task})",
+              xlabel="labels", ylabel="preferred")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--rounds", type=int, default=30)
+    p.add_argument("--checkpoints", nargs="+", type=int, default=[5, 10, 20, 30])
+    p.add_argument("--task", default="classes", choices=["classes", "bold"])
+    p.add_argument("--eval-size", type=int, default=128)
+    p.add_argument("--out", default="docs/benchmarks/alignment")
+    a = p.parse_args()
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    res_file = out / "results.json"
+    results = json.loads(res_file.read_text()) if res_file.exists() else []
+    done = {(r["method"], r["seed"], r["task"], r["rounds"]) for r in results}
+    for m in a.methods:
+        for s in a.seeds:
+            if (m, s, a.task, a.rounds) in done:
+                continue
+            r = run_one(m, s, a.rounds, tuple(c for c in a.checkpoints if c <= a.rounds), a.task, a.eval_size)
+            results.append(r)
+            res_file.write_text(json.dumps(results, indent=1))
+            last = r["checkpoints"][-1]
+            print(f"{m} seed {s}: preferred {r['checkpoints'][0]['preferred']:.3f} -> {last['preferred']:.3f}, "
+                  f"confident {last['confident']:.3f}, nearest-real {last['nearest_real']:.3f}, "
+                  f"{r['wall_seconds']:.0f}s", flush=True)
+    text = summarise(results, out, a.task)
+    (out / f"summary_{a.task}.md").write_text(text + "\n")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,186 @@
+"""The online loop on the embedded digits model: generate → feedback → PAPA update → repeat.
+
+Used by the demo (``python -m papa_core demo``), the alignment benchmark and the tests.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Callable, Optional
+
+import torch
+
+from ..denoiser import DiffusersDenoiser
+from ..lora import LoraConfig
+from ..sampling import sample
+from ..schedule import DiffusionSchedule
+from ..session import Session, SessionStore
+from ..update import UpdateConfig, update, update_preset
+from .metrics import classify, ink_mass, nearest_real_distance, normalised_entropy
+from .models import SCHEDULE_CONFIG, load_classifier, load_unet
+from .user import BoldPreference, ClassPreference, Preference, binary_feedback
+
+log = logging.getLogger(__name__)
+
+FeedbackFn = Callable[[torch.Tensor, int], list[float]]
+"""feedback_fn(images [B,1,16,16] in [-1,1], round_index) -> B values in [-1, 1]"""
+
+
+@dataclass
+class LoopConfig:
+    """The online loop's settings (defaults: the demo's, ≈ 3–4 minutes on 2 CPU cores).
+
+    Attributes:
+        rounds: feedback rounds.
+        batch_size: images shown per round (the paper: 10).
+        eval_size: fixed evaluation batch (same noise every round) for the preferred fraction.
+        eval_every: evaluate every n rounds (the first and last always).
+        sampling_steps: denoising steps per image (strided over the 1000 training steps).
+        eta: 0 = DDIM, 1 = ancestral.
+        preset: update preset (``default``, ``reference``, ``epapa``, ``liked_only``, ``dpo``).
+        task: ``classes`` (likes 1/4/7/9) or ``bold`` (likes heavy strokes).
+        lora_rank, lora_alpha, lora_targets: the adapter.
+        seed: everything random derives from it.
+        update_overrides: fields replaced in the update preset (e.g. {"lr": 3e-3}).
+    """
+
+    rounds: int = 20
+    batch_size: int = 10
+    eval_size: int = 64
+    eval_every: int = 1
+    sampling_steps: int = 40
+    eta: float = 0.0
+    preset: str = "default"
+    task: str = "classes"
+    lora_rank: int = 8
+    lora_alpha: float = 8.0
+    lora_targets: str = "attention+conv"
+    seed: int = 0
+    update_overrides: dict = field(default_factory=dict)
+    eval_rounds: Optional[tuple[int, ...]] = None  # evaluate after exactly these rounds (overrides eval_every)
+
+    def evaluates_after(self, r: int) -> bool:
+        if self.eval_rounds is not None:
+            return r in self.eval_rounds
+        return r % self.eval_every == 0 or r == self.rounds
+
+    def update_config(self) -> UpdateConfig:
+        cfg = update_preset(self.preset)
+        overrides = dict(self.update_overrides)
+        if "objective" in overrides and isinstance(overrides["objective"], dict):
+            overrides["objective"] = replace(cfg.objective, **overrides["objective"])
+        return replace(cfg, seed=self.seed, **overrides)
+
+
+@dataclass
+class Checkpoint:
+    round: int  # rounds of feedback consumed so far
+    labels: int
+    preferred: float
+    confident: float
+    nearest_real: float
+    diversity: float
+    seconds_update: float  # mean seconds per update so far
+    timesteps: int  # mean (image, t) pairs with gradient per update so far
+
+
+class DigitsWorld:
+    """The embedded model, its LoRA, the simulated person and the fixed evaluation noise."""
+
+    def __init__(self, cfg: LoopConfig, device: str | torch.device = "cpu") -> None:
+        self.cfg = cfg
+        self.schedule = DiffusionSchedule.linear(SCHEDULE_CONFIG["num_train_timesteps"], SCHEDULE_CONFIG["beta_start"],
+                                                 SCHEDULE_CONFIG["beta_end"])
+        self.denoiser = DiffusersDenoiser(load_unet(device), self.schedule,
+                                          LoraConfig(rank=cfg.lora_rank, alpha=cfg.lora_alpha,
+                                                     targets=cfg.lora_targets, init_seed=cfg.seed))
+        self.classifier = load_classifier(device)
+        self.update_config = cfg.update_config()
+        g = torch.Generator().manual_seed(10_000 + cfg.seed)
+        self.eval_noise = torch.randn((cfg.eval_size, 1, 16, 16), generator=g)
+        self.switch_k = self.update_config.objective.k  # EPAPA: base model for t < k when sampling
+        if cfg.task == "classes":
+            self.preference: Preference = ClassPreference(self.classifier)
+        elif cfg.task == "bold":
+            base = self.generate(self.eval_noise)
+            self.preference = BoldPreference(threshold=float(ink_mass(base).quantile(0.7)))
+        else:
+            raise ValueError(f"task must be 'classes' or 'bold', got {cfg.task!r}")
+
+    def generate(self, noise: torch.Tensor) -> torch.Tensor:
+        d = self.denoiser
+        with torch.no_grad():
+            return sample(lambda x, t: d.eps(x, t, {}, lora=True), self.schedule, noise,
+                          num_steps=self.cfg.sampling_steps, eta=self.cfg.eta,
+                          generator=torch.Generator().manual_seed(int(noise[0, 0, 0, 0].abs() * 1e6)),
+                          eps_fn_low=(lambda x, t: d.eps(x, t, {}, lora=False)) if self.switch_k else None,
+                          switch_k=self.switch_k)
+
+    def noise_for(self, seeds: list[int]) -> torch.Tensor:
+        """Each image's starting noise comes from its own seed, so one image can be regenerated alone."""
+        return torch.cat([torch.randn((1, 1, 16, 16), generator=torch.Generator().manual_seed(s)) for s in seeds])
+
+    def evaluate(self, round_index: int, labels: int, seconds: float, timesteps: int) -> Checkpoint:
+        imgs = self.generate(self.eval_noise)
+        liked = self.preference.liked(imgs)
+        pred, conf = classify(self.classifier, imgs)
+        if self.cfg.task == "classes":
+            diversity = normalised_entropy(pred[liked], len(self.preference.classes)) if liked.any() else 0.0
+            if liked.any():  # entropy over the preferred classes only
+                sub = torch.tensor([self.preference.classes.index(int(c)) for c in pred[liked]])
+                diversity = normalised_entropy(sub, len(self.preference.classes))
+        else:
+            diversity = float(ink_mass(imgs).std())  # the attribute's spread
+        return Checkpoint(round=round_index, labels=labels, preferred=float(liked.float().mean()),
+                          confident=float((conf > 0.9).float().mean()),
+                          nearest_real=float(nearest_real_distance(imgs).mean()), diversity=diversity,
+                          seconds_update=seconds, timesteps=timesteps)
+
+
+def run_loop(cfg: LoopConfig, store: SessionStore, session_name: str, feedback_fn: Optional[FeedbackFn] = None,
+             on_round: Optional[Callable[[int, torch.Tensor, list[float], Optional[Checkpoint]], None]] = None,
+             world: Optional[DigitsWorld] = None) -> tuple[list[Checkpoint], Session, DigitsWorld]:
+    """Run ``cfg.rounds`` rounds; returns the evaluation checkpoints (round 0 = base model)."""
+    world = world or DigitsWorld(cfg)
+    d = world.denoiser
+    if store.exists(session_name):
+        old = store.get(session_name)
+        old.check_compatible(d.fingerprint, d.lora_config)
+        old.reset()
+        store.save(old)
+        session = old
+    else:
+        session = store.create(session_name, d.fingerprint, d.lora_config, d.get_lora_state(),
+                               meta={"base_model": "papa digits 16x16", "task": cfg.task, "preset": cfg.preset})
+    d.set_lora_state(session.lora_state)
+    feedback_fn = feedback_fn or (lambda imgs, r: binary_feedback(world.preference, imgs))
+    history = [world.evaluate(0, 0, 0.0, 0)]
+    round_seconds: list[float] = []
+    round_timesteps: list[int] = []
+    for r in range(cfg.rounds):
+        seeds = [cfg.seed * 1_000_000 + r * 1000 + i for i in range(cfg.batch_size)]
+        imgs = world.generate(world.noise_for(seeds))
+        session.add_round(imgs, {}, seeds, meta={"sampling_steps": cfg.sampling_steps, "eta": cfg.eta})
+        fb = feedback_fn(imgs, r)
+        session.record_feedback(fb)
+        store.save(session)
+        t0 = time.perf_counter()
+        stats = update(session, d, world.update_config)
+        seconds = time.perf_counter() - t0
+        store.save(session)
+        ck = None
+        round_seconds.append(seconds)
+        round_timesteps.append(stats.timesteps)
+        if cfg.evaluates_after(r + 1):
+            ck = world.evaluate(r + 1, session.label_count, sum(round_seconds) / len(round_seconds),
+                                sum(round_timesteps) // len(round_timesteps))
+            history.append(ck)
+        if on_round is not None:
+            on_round(r, imgs, fb, ck)
+    return history, session, world
+
+
+def checkpoint_dicts(history: list[Checkpoint]) -> list[dict]:
+    return [asdict(c) for c in history]

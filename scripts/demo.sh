@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# The main job: PAPA on the embedded digits model with a simulated user (≈ 4 minutes on 2 CPU cores).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+export OMP_WAIT_POLICY=PASSIVE
+exec "${PYTHON:-python3}" -m papa_core demo "$@"
