@@ -217,7 +217,13 @@ def main() -> None:
         print("RESULT " + json.dumps(fn(a)), flush=True)
         return
     results = {}
-    passthrough = [x for x in sys.argv[1:] if not x.startswith("--parts")]
+    argv, passthrough = sys.argv[1:], []
+    while argv:
+        x = argv.pop(0)
+        if x == "--parts":
+            argv.pop(0)
+        elif not x.startswith("--parts="):
+            passthrough.append(x)
     for part in a.parts:
         cmd = [sys.executable, __file__, *passthrough, "--part", part]
         t0 = time.perf_counter()
