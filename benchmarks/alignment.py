@@ -27,13 +27,17 @@ from papa_core.session import SessionStore  # noqa: E402
 METHODS = ("default", "reference", "epapa", "liked_only", "dpo")
 
 
-def run_one(method: str, seed: int, rounds: int, checkpoints: tuple[int, ...], task: str, eval_size: int) -> dict:
-    cfg = LoopConfig(rounds=rounds, preset=method, seed=seed, task=task, eval_size=eval_size,
-                     eval_rounds=checkpoints)
+def run_one(method: str, seed: int, rounds: int, checkpoints: tuple[int, ...], task: str, eval_size: int,
+            device: str, preset: str, overrides: dict) -> dict:
+    cfg = LoopConfig(rounds=rounds, preset=preset, seed=seed, task=task, eval_size=eval_size,
+                     eval_rounds=checkpoints, device=device, update_overrides=overrides)
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         history, session, world = run_loop(cfg, SessionStore(tmp), f"bench-{method}-{seed}")
+    import torch
+
     return {"method": method, "seed": seed, "task": task, "rounds": rounds, "eval_size": eval_size,
+            "device": torch.cuda.get_device_name(0) if device == "cuda" else f"CPU ({os.cpu_count()} cores)",
             "wall_seconds": time.perf_counter() - t0, "update_config": world.update_config.to_dict(),
             "checkpoints": checkpoint_dicts(history)}
 
@@ -48,7 +52,7 @@ def mean_sd(values: list[float]) -> str:
 
 def summarise(results: list[dict], out: Path, task: str) -> str:
     rows = [r for r in results if r["task"] == task]
-    methods = [m for m in METHODS if any(r["method"] == m for r in rows)]
+    methods = list(dict.fromkeys(r["method"] for r in rows))
     rounds = sorted({c["round"] for r in rows for c in r["checkpoints"]})
     lines = [f"### Task: {task} — mean ± sd over seeds ({', '.join(sorted({str(r['seed']) for r in rows}))})", ""]
     lines.append("| method | round | labels | preferred | confident (>0.9) | nearest-real dist | diversity | "
@@ -81,24 +85,29 @@ def summarise(results: list[dict], out: Path, task: str) -> str:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    p.add_argument("--methods", nargs="*", default=list(METHODS), choices=METHODS)
+    p.add_argument("--variant", nargs=3, action="append", default=[], metavar=("NAME", "PRESET", "JSON"),
+                   help="an extra method: a preset with update overrides, e.g. lr5e-3 default '{\"lr\": 5e-3}'")
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--rounds", type=int, default=30)
     p.add_argument("--checkpoints", nargs="+", type=int, default=[5, 10, 20, 30])
     p.add_argument("--task", default="classes", choices=["classes", "bold"])
     p.add_argument("--eval-size", type=int, default=128)
     p.add_argument("--out", default="docs/benchmarks/alignment")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
     a = p.parse_args()
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     res_file = out / "results.json"
     results = json.loads(res_file.read_text()) if res_file.exists() else []
     done = {(r["method"], r["seed"], r["task"], r["rounds"]) for r in results}
-    for m in a.methods:
+    runs = [(m, m, {}) for m in a.methods] + [(n, p_, json.loads(j)) for n, p_, j in a.variant]
+    for m, preset, overrides in runs:
         for s in a.seeds:
             if (m, s, a.task, a.rounds) in done:
                 continue
-            r = run_one(m, s, a.rounds, tuple(c for c in a.checkpoints if c <= a.rounds), a.task, a.eval_size)
+            r = run_one(m, s, a.rounds, tuple(c for c in a.checkpoints if c <= a.rounds), a.task, a.eval_size,
+                        a.device, preset, overrides)
             results.append(r)
             res_file.write_text(json.dumps(results, indent=1))
             last = r["checkpoints"][-1]

@@ -36,7 +36,8 @@ class UpdateConfig:
         lr: learning rate of the LoRA parameters.
         weight_decay: AdamW's decoupled decay (pulls the LoRA towards ΔW = 0, i.e. the base model).
         steps: optimizer steps per update; None = one pass over the images (with ``images_per_step``).
-        images_per_step: images per optimizer step (None = every training image in each step).
+        images_per_step: images per optimizer step, drawn from the new round plus replay (None = all of
+            them every step). Bounds the cost of a round as the replayed history grows.
         shuffle: draw the images of each step at random (False: in order, as the reference).
         replay: train on earlier rounds' feedback too: ``none`` or ``all``.
         replay_rounds: with replay, only this many previous rounds (0 = all).
@@ -47,10 +48,10 @@ class UpdateConfig:
 
     objective: ObjectiveConfig = field(default_factory=lambda: OBJECTIVE_PRESETS["default"])
     optimizer: str = "adamw"
-    lr: float = 1e-3
+    lr: float = 5e-3
     weight_decay: float = 0.0
     steps: Optional[int] = 4
-    images_per_step: Optional[int] = None
+    images_per_step: Optional[int] = 12
     shuffle: bool = True
     replay: str = "all"
     replay_rounds: int = 0
@@ -96,8 +97,9 @@ UPDATE_PRESETS: dict[str, UpdateConfig] = {
                               images_per_step=1, shuffle=False, replay="none", grad_clip=None),
     "epapa": UpdateConfig(objective=OBJECTIVE_PRESETS["epapa"], optimizer="adam", lr=1e-4, steps=None,
                           images_per_step=1, shuffle=False, replay="none", grad_clip=None),
-    "liked_only": UpdateConfig(objective=OBJECTIVE_PRESETS["liked_only"], lr=1e-3, steps=4, replay="all"),
-    "dpo": UpdateConfig(objective=OBJECTIVE_PRESETS["dpo"], lr=1e-3, steps=4, replay="all"),
+    # Baselines: the same budget as the default (4 steps of 12 images, 16 timesteps each, replay).
+    "liked_only": UpdateConfig(objective=OBJECTIVE_PRESETS["liked_only"]),
+    "dpo": UpdateConfig(objective=OBJECTIVE_PRESETS["dpo"]),
     "default": UpdateConfig(),
 }
 

@@ -60,6 +60,7 @@ class LoopConfig:
     seed: int = 0
     update_overrides: dict = field(default_factory=dict)
     eval_rounds: Optional[tuple[int, ...]] = None  # evaluate after exactly these rounds (overrides eval_every)
+    device: str = "cpu"
 
     def evaluates_after(self, r: int) -> bool:
         if self.eval_rounds is not None:
@@ -89,8 +90,10 @@ class Checkpoint:
 class DigitsWorld:
     """The embedded model, its LoRA, the simulated person and the fixed evaluation noise."""
 
-    def __init__(self, cfg: LoopConfig, device: str | torch.device = "cpu") -> None:
+    def __init__(self, cfg: LoopConfig) -> None:
         self.cfg = cfg
+        device = torch.device(cfg.device)
+        self.device = device
         self.schedule = DiffusionSchedule.linear(SCHEDULE_CONFIG["num_train_timesteps"], SCHEDULE_CONFIG["beta_start"],
                                                  SCHEDULE_CONFIG["beta_end"])
         self.denoiser = DiffusersDenoiser(load_unet(device), self.schedule,
@@ -99,7 +102,7 @@ class DigitsWorld:
         self.classifier = load_classifier(device)
         self.update_config = cfg.update_config()
         g = torch.Generator().manual_seed(10_000 + cfg.seed)
-        self.eval_noise = torch.randn((cfg.eval_size, 1, 16, 16), generator=g)
+        self.eval_noise = torch.randn((cfg.eval_size, 1, 16, 16), generator=g).to(device)
         self.switch_k = self.update_config.objective.k  # EPAPA: base model for t < k when sampling
         if cfg.task == "classes":
             self.preference: Preference = ClassPreference(self.classifier)
@@ -114,13 +117,15 @@ class DigitsWorld:
         with torch.no_grad():
             return sample(lambda x, t: d.eps(x, t, {}, lora=True), self.schedule, noise,
                           num_steps=self.cfg.sampling_steps, eta=self.cfg.eta,
-                          generator=torch.Generator().manual_seed(int(noise[0, 0, 0, 0].abs() * 1e6)),
+                          generator=None if self.cfg.eta == 0 else
+                          torch.Generator(noise.device).manual_seed(int(noise[0, 0, 0, 0].abs() * 1e6)),
                           eps_fn_low=(lambda x, t: d.eps(x, t, {}, lora=False)) if self.switch_k else None,
                           switch_k=self.switch_k)
 
     def noise_for(self, seeds: list[int]) -> torch.Tensor:
         """Each image's starting noise comes from its own seed, so one image can be regenerated alone."""
-        return torch.cat([torch.randn((1, 1, 16, 16), generator=torch.Generator().manual_seed(s)) for s in seeds])
+        return torch.cat([torch.randn((1, 1, 16, 16), generator=torch.Generator().manual_seed(s))
+                          for s in seeds]).to(self.device)
 
     def evaluate(self, round_index: int, labels: int, seconds: float, timesteps: int) -> Checkpoint:
         imgs = self.generate(self.eval_noise)

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# The full alignment benchmark: baselines, the default and its ablations, 3 seeds, 30 rounds.
+#   bash benchmarks/alignment_all.sh [--device cuda] [--out DIR]
+# The exact-sum presets get max_batch 1000 (one chunk per image): chunking changes speed, not the maths.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+python3 benchmarks/alignment.py --methods default liked_only dpo "$@" \
+  --variant reference reference '{"objective": {"max_batch": 1000}}' \
+  --variant epapa epapa '{"objective": {"max_batch": 1000}}' \
+  --variant default_all_t default '{"objective": {"k": 0}}' \
+  --variant default_linear default '{"objective": {"loss": "linear"}}' \
+  --variant default_no_replay default '{"replay": "none"}' \
+  --variant default_no_model_term default '{"objective": {"model_term": "none"}}' \
+  --variant default_lr3e-3 default '{"lr": 3e-3}' \
+  --variant default_beta30 default '{"objective": {"beta": 30.0}}' \
+  --variant default_k200 default '{"objective": {"k": 200}}'
