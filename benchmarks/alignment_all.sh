@@ -13,4 +13,5 @@ python3 benchmarks/alignment.py --methods default liked_only dpo "$@" \
   --variant default_no_model_term default '{"objective": {"model_term": "none"}}' \
   --variant default_lr3e-3 default '{"lr": 3e-3}' \
   --variant default_beta30 default '{"objective": {"beta": 30.0}}' \
-  --variant default_k200 default '{"objective": {"k": 200}}'
+  --variant default_k200 default '{"objective": {"k": 200}}' \
+  --variant default_model_coef_1 default '{"objective": {"model_coef": 1.0}}'

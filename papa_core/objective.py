@@ -138,7 +138,7 @@ OBJECTIVE_PRESETS: dict[str, ObjectiveConfig] = {
     # model-similarity term on every drawn t of every image.
     "default": ObjectiveConfig(estimator="importance_stratified", timesteps_per_image=16, k=400, loss="anchored",
                                anchored_on="both", beta=10.0, model_term="per_timestep", model_term_on="all",
-                               pref_coef=1.0, model_coef=1.0, max_batch=256),
+                               pref_coef=1.0, model_coef=0.3, max_batch=256),
 }
 
 
