@@ -156,8 +156,6 @@ def part_default(a) -> dict:
 
 
 def part_noise(a) -> dict:
-    from dataclasses import replace
-
     from papa_core.diagnostics import estimator_noise
     from papa_core.objective import OBJECTIVE_PRESETS, ObjectiveConfig
 

@@ -195,6 +195,21 @@ class Session:
         self._touch("lora", "optimizer")
         self._trim_undo()
 
+    def set_lora(self, state: LoraState) -> None:
+        """Replace the LoRA (e.g. from ``lora_io.import_lora``); the optimizer restarts, rounds stay."""
+        missing = sorted(set(self.lora_state) ^ set(state))
+        if missing:
+            raise SessionMismatch(f"the LoRA does not fit session {self.name!r}: keys differ (e.g. {missing[:2]})")
+        for k, v in state.items():
+            if tuple(v.shape) != tuple(self.lora_state[k].shape):
+                raise SessionMismatch(f"LoRA tensor {k} has shape {tuple(v.shape)}, the session's is "
+                                      f"{tuple(self.lora_state[k].shape)}")
+            if not torch.isfinite(v).all():
+                raise NonFiniteError(f"LoRA tensor {k} holds NaN or inf")
+        self.lora_state = clone_state({k: v.float() for k, v in state.items()})
+        self.optimizer_state = None
+        self._touch("lora", "optimizer")
+
     def _trim_undo(self) -> None:
         points = [r for r in self.rounds if r.lora_before is not None]
         for r in points[: max(0, len(points) - self.max_undo)]:

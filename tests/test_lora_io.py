@@ -74,3 +74,19 @@ def test_import_refuses_foreign_files(tmp_path, small_schedule):
         import_lora(tmp_path / "missing.safetensors", d.module_names(), cfg)
     with pytest.raises(LoraFileError, match=".safetensors"):
         export_lora(tmp_path / "x.ckpt", d.get_lora_state(), cfg)
+
+
+def test_import_into_a_session_survives_restart(tmp_path, small_schedule):
+    from papa_core.session import SessionStore
+
+    cfg = LoraConfig(rank=4, alpha=4.0, targets="attention")
+    d = DiffusersDenoiser(tiny_sd_unet(), small_schedule, cfg)
+    store = SessionStore(tmp_path / "s")
+    s = store.create("imp", d.fingerprint, cfg, d.get_lora_state())
+    randomize_lora(d)
+    path = export_lora(tmp_path / "a.safetensors", d.get_lora_state(), cfg)
+    s.set_lora(import_lora(path, d.module_names(), cfg))
+    store.save(s)
+    assert states_equal(SessionStore(tmp_path / "s").get("imp").lora_state, d.get_lora_state())
+    with pytest.raises(SessionMismatch):
+        s.set_lora({"x.lora_down.weight": torch.zeros(1)})

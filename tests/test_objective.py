@@ -1,6 +1,4 @@
 """The objective against a direct transcription of the reference formula, and its variants."""
-import copy
-
 import pytest
 import torch
 

@@ -3,7 +3,6 @@ import math
 import pytest
 import torch
 
-from papa_core.errors import PapaError
 from papa_core.schedule import DiffusionSchedule
 
 

@@ -7,7 +7,6 @@ from papa_core.objective import ObjectiveConfig
 from papa_core.session import SessionStore
 from papa_core.update import UpdateConfig, update, update_preset
 
-from conftest import randomize_lora
 
 
 def _session(tmp_path, d, n=4):
