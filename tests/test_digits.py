@@ -64,3 +64,18 @@ def test_demo_rejects_bad_arguments(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "papa_core", "demo", "--rounds", "0", "--out", str(tmp_path)],
                           capture_output=True, text=True, cwd=str(ROOT), timeout=120)
     assert proc.returncode == 2 and "at least 1" in proc.stderr
+
+
+def test_demo_interactive_reads_ratings_and_reasks_on_bad_input(tmp_path):
+    import subprocess
+    import sys
+
+    out = tmp_path / "demo"
+    answers = "+ -\n" + "+ - 0 + - 0 + - 0 +\n"  # first line has the wrong count: asked again
+    proc = subprocess.run([sys.executable, "-m", "papa_core", "demo", "--interactive", "--rounds", "1", "--eval-size",
+                           "8", "--out", str(out)], input=answers, capture_output=True, text=True, cwd=str(ROOT),
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "2 feedback symbols for a batch of 10" in proc.stdout
+    assert (out / "round_001_to_rate.png").exists()
+    assert proc.stdout.strip().splitlines()[-1].endswith("after 7 labels")
