@@ -142,12 +142,17 @@ OBJECTIVE_PRESETS: dict[str, ObjectiveConfig] = {
 }
 
 
-def objective_preset(name: str, **overrides) -> ObjectiveConfig:
+def pick_preset(registry: Mapping, what: str, name: str, **overrides):
+    """``registry[name]`` with dataclass fields replaced; a clear error for unknown names."""
     try:
-        base = OBJECTIVE_PRESETS[name]
+        base = registry[name]
     except KeyError:
-        raise PapaError(f"unknown objective preset {name!r}; choose one of {sorted(OBJECTIVE_PRESETS)}") from None
+        raise PapaError(f"unknown {what} preset {name!r}; choose one of {sorted(registry)}") from None
     return replace(base, **overrides) if overrides else base
+
+
+def objective_preset(name: str, **overrides) -> ObjectiveConfig:
+    return pick_preset(OBJECTIVE_PRESETS, "objective", name, **overrides)
 
 
 @dataclass

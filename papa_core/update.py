@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from typing import Callable, Mapping, Optional
 
 import torch
 
 from .denoiser import Denoiser
 from .errors import NonFiniteError, PapaError
-from .objective import OBJECTIVE_PRESETS, ObjectiveConfig, accumulate_gradients
+from .objective import OBJECTIVE_PRESETS, ObjectiveConfig, accumulate_gradients, pick_preset
 from .session import Round, Session, optimizer_state_from_tensors, optimizer_state_to_tensors
 
 OPTIMIZERS: dict[str, type] = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
@@ -105,11 +105,7 @@ UPDATE_PRESETS: dict[str, UpdateConfig] = {
 
 
 def update_preset(name: str, **overrides) -> UpdateConfig:
-    try:
-        base = UPDATE_PRESETS[name]
-    except KeyError:
-        raise PapaError(f"unknown update preset {name!r}; choose one of {sorted(UPDATE_PRESETS)}") from None
-    return replace(base, **overrides) if overrides else base
+    return pick_preset(UPDATE_PRESETS, "update", name, **overrides)
 
 
 @dataclass
