@@ -3,7 +3,7 @@
     python benchmarks/estimator_variance.py            # ≈ 2 minutes on 2 CPU cores
 
 ε is fixed per image so only the timestep draw varies; the LoRA is first moved away from zero by a
-few default updates so that every LoRA tensor has a gradient. Prints a markdown table.
+small random perturbation so that every LoRA tensor has a gradient. Prints a markdown table.
 """
 from __future__ import annotations
 

@@ -130,11 +130,9 @@ class DigitsWorld:
         imgs = self.generate(self.eval_noise)
         liked = self.preference.liked(imgs)
         pred, conf = classify(self.classifier, imgs)
-        if self.cfg.task == "classes":
-            diversity = normalised_entropy(pred[liked], len(self.preference.classes)) if liked.any() else 0.0
-            if liked.any():  # entropy over the preferred classes only
-                sub = torch.tensor([self.preference.classes.index(int(c)) for c in pred[liked]])
-                diversity = normalised_entropy(sub, len(self.preference.classes))
+        if self.cfg.task == "classes":  # entropy over the preferred classes only
+            sub = torch.tensor([self.preference.classes.index(int(c)) for c in pred[liked]], dtype=torch.long)
+            diversity = normalised_entropy(sub, len(self.preference.classes))
         else:
             diversity = float(ink_mass(imgs).std())  # the attribute's spread
         return Checkpoint(round=round_index, labels=labels, preferred=float(liked.float().mean()),
