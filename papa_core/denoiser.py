@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-from typing import Iterator, Mapping, Optional, Protocol, runtime_checkable
+from typing import Iterable, Iterator, Mapping, Optional, Protocol, runtime_checkable
 
 import torch
 
@@ -50,21 +50,23 @@ class Denoiser(Protocol):
 def model_fingerprint(model: torch.nn.Module, extra: Optional[dict] = None, max_elems: int = 4096) -> str:
     """A stable hash of a model's class, config and a strided sample of every base parameter.
 
-    Reading a few thousand values per tensor keeps this to milliseconds even for SDXL, while any
-    checkpoint change that touches a tensor's sampled entries (in practice, any real change) shows.
     LoRA parameters (peft's ``lora_`` names) are left out: they are the session's, not the base's.
     """
-    h = hashlib.sha256()
-    h.update(type(model).__name__.encode())
     cfg = getattr(model, "config", None)
-    if cfg is not None:
-        h.update(json.dumps(dict(cfg), sort_keys=True, default=str).encode())
-    if extra:
-        h.update(json.dumps(extra, sort_keys=True, default=str).encode())
+    header = {"class": type(model).__name__, "config": dict(cfg) if cfg is not None else None, "extra": extra}
+    return fingerprint_tensors(((n, p) for n, p in model.named_parameters() if "lora_" not in n), header, max_elems)
+
+
+def fingerprint_tensors(named: Iterable[tuple[str, torch.Tensor]], header: dict, max_elems: int = 4096) -> str:
+    """Hash a header (JSON) and a strided sample of each named tensor.
+
+    Reading a few thousand values per tensor keeps this to milliseconds even for SDXL, while any
+    checkpoint change that touches a tensor's sampled entries (in practice, any real change) shows.
+    """
+    h = hashlib.sha256()
+    h.update(json.dumps(header, sort_keys=True, default=str).encode())
     with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "lora_" in name:
-                continue
+        for name, p in named:
             flat = p.detach().reshape(-1)
             step = max(1, flat.numel() // max_elems)
             h.update(name.encode())

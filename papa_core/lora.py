@@ -77,6 +77,11 @@ class LoraConfig:
         return [f"{k}: {a[k]!r} vs {b[k]!r}" for k in a if k != "init_seed" and a[k] != b[k]]
 
 
+def is_target(module_name: str, config: LoraConfig) -> bool:
+    """peft's rule: a module is adapted when its name equals a target or ends with ``.<target>``."""
+    return any(module_name == t or module_name.endswith("." + t) for t in config.target_modules)
+
+
 def module_names(state: Mapping[str, torch.Tensor]) -> list[str]:
     """The adapted module paths of a LoraState, sorted."""
     return sorted({k[: -len(DOWN) - 1] for k in state if k.endswith(DOWN)})
@@ -93,12 +98,56 @@ def states_equal(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor]) -
     )
 
 
-def delta_weight(state: Mapping[str, torch.Tensor], module: str, scale: float) -> torch.Tensor:
-    """ΔW of one module, shaped like its weight ([out, in] or [out, in, kh, kw])."""
-    down, up = state[f"{module}.{DOWN}"].float(), state[f"{module}.{UP}"].float()
+def lora_delta(down: torch.Tensor, up: torch.Tensor, scale: float) -> torch.Tensor:
+    """ΔW = scale · up @ down, shaped like the adapted weight ([out, in] or [out, in, kh, kw]).
+
+    Differentiable; computed in the tensors' own dtype (callers cast).
+    """
     if down.ndim == 4:
         return scale * torch.einsum("or,rikl->oikl", up.flatten(1), down)
     return scale * up @ down
+
+
+def delta_weight(state: Mapping[str, torch.Tensor], module: str, scale: float) -> torch.Tensor:
+    """ΔW of one module of a LoraState, in float32."""
+    return lora_delta(state[f"{module}.{DOWN}"].float(), state[f"{module}.{UP}"].float(), scale)
+
+
+def lora_shapes(weight_shape: tuple[int, ...], rank: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """(down, up) shapes for a Linear [out, in] or Conv2d [out, in, kh, kw] weight (kohya's layout)."""
+    if len(weight_shape) == 2:
+        out_f, in_f = weight_shape
+        return (rank, in_f), (out_f, rank)
+    if len(weight_shape) == 4:
+        out_c, in_c, kh, kw = weight_shape
+        return (rank, in_c, kh, kw), (out_c, rank, 1, 1)
+    raise PapaError(f"LoRA adapts Linear or Conv2d weights; got a weight of shape {tuple(weight_shape)}")
+
+
+def init_lora_state(weight_shapes: Mapping[str, tuple[int, ...]], config: LoraConfig) -> LoraState:
+    """A fresh adapter for modules {name: weight shape}: ΔW = 0 (up = 0), down ~ U(±1/√fan_in).
+
+    The bound is kaiming-uniform with a = √5, the default of torch's Linear/Conv2d and of peft's
+    lora_A, so hosts without peft start from the same distribution. Seeded by ``config.init_seed``
+    and independent of module order.
+    """
+    state: LoraState = {}
+    for name in sorted(weight_shapes):
+        down_shape, up_shape = lora_shapes(tuple(weight_shapes[name]), config.rank)
+        fan_in = 1
+        for d in down_shape[1:]:
+            fan_in *= d
+        g = torch.Generator().manual_seed(config.init_seed * 1_000_003 + _stable_hash(name))
+        bound = 1.0 / fan_in ** 0.5
+        state[f"{name}.{DOWN}"] = (torch.rand(down_shape, generator=g, dtype=torch.float32) * 2 - 1) * bound
+        state[f"{name}.{UP}"] = torch.zeros(up_shape, dtype=torch.float32)
+    return state
+
+
+def _stable_hash(text: str) -> int:
+    import zlib
+
+    return zlib.crc32(text.encode())
 
 
 _PEFT_KEY = re.compile(r"^(?P<module>.+)\.lora_(?P<ab>[AB])\.(?P<adapter>[^.]+)\.weight$")

@@ -49,7 +49,18 @@ def image_grid(images: torch.Tensor, path: str | Path, ncol: int = 10, scale: in
 def line_plot(series: dict[str, tuple[Sequence[float], Sequence[float]]], path: str | Path, title: str = "",
               xlabel: str = "", ylabel: str = "", ylim: tuple[float, float] = (0.0, 1.0),
               size: tuple[int, int] = (640, 400)) -> Path:
-    """Plot named (x, y) series with axes, ticks and a legend."""
+    """Plot named (x, y) series with axes, ticks and a legend into a PNG file."""
+    img = line_plot_image(series, title, xlabel, ylabel, ylim, size)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img.save(path)
+    return path
+
+
+def line_plot_image(series: dict[str, tuple[Sequence[float], Sequence[float]]], title: str = "", xlabel: str = "",
+                    ylabel: str = "", ylim: tuple[float, float] = (0.0, 1.0),
+                    size: tuple[int, int] = (640, 400)) -> Image.Image:
+    """The plot of ``line_plot`` as an RGB PIL image."""
     W, H = size
     left, right, top, bottom = 56, 16, 28, 44
     img = Image.new("RGB", size, (255, 255, 255))
@@ -84,7 +95,4 @@ def line_plot(series: dict[str, tuple[Sequence[float], Sequence[float]]], path: 
             d.ellipse([p[0] - 2, p[1] - 2, p[0] + 2, p[1] + 2], fill=colour)
         d.line([left + 10, top + 10 + 14 * n, left + 30, top + 10 + 14 * n], fill=colour, width=3)
         d.text((left + 34, top + 4 + 14 * n), name, fill=(0, 0, 0))
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    img.save(path)
-    return path
+    return img

@@ -300,6 +300,11 @@ class SessionStore:
         self._sessions: dict[str, Session] = {}
         self._lock = threading.RLock()
 
+    @property
+    def lock(self) -> threading.RLock:
+        """Hold it around a read-modify-save of a session shared between threads."""
+        return self._lock
+
     # --- lookup ---
     def folder(self, name: str) -> Path:
         return self.root / validate_session_name(name)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Callable, Mapping, Optional
 
 import torch
@@ -105,6 +105,10 @@ UPDATE_PRESETS: dict[str, UpdateConfig] = {
 
 
 def update_preset(name: str, **overrides) -> UpdateConfig:
+    """A preset with fields replaced; ``objective`` may be a dict of objective fields to replace."""
+    obj = overrides.get("objective")
+    if isinstance(obj, Mapping):
+        overrides["objective"] = replace(pick_preset(UPDATE_PRESETS, "update", name).objective, **obj)
     return pick_preset(UPDATE_PRESETS, "update", name, **overrides)
 
 
@@ -151,6 +155,24 @@ def training_set(session: Session, cfg: UpdateConfig) -> tuple[list[Round], list
     return new, items
 
 
+def stack_conditioning(parts: list[torch.Tensor]) -> torch.Tensor:
+    """Stack per-image conditioning; token sequences of different lengths ([L_i, D]) are repeated
+    to their least common multiple first.
+
+    Repeating a whole key/value sequence k times leaves cross-attention's output unchanged (each
+    softmax weight is split evenly over the k copies), which is how ComfyUI batches prompts of
+    different lengths, so replaying rounds with longer or shorter prompts is exact.
+    """
+    shapes = {tuple(p.shape) for p in parts}
+    if len(shapes) == 1:
+        return torch.stack(parts)
+    if not all(p.ndim == 2 for p in parts) or len({p.shape[1] for p in parts}) != 1:
+        raise PapaError(f"conditioning shapes {sorted(shapes)} cannot be batched together; set replay to 'none' "
+                        "or start a new session for this prompt")
+    length = math.lcm(*(p.shape[0] for p in parts))
+    return torch.stack([p.repeat(length // p.shape[0], 1) for p in parts])
+
+
 def _stack(items: list[tuple[Round, int]]):
     x0 = torch.stack([r.x0[i] for r, i in items])
     keys = sorted(items[0][0].cond)
@@ -158,7 +180,7 @@ def _stack(items: list[tuple[Round, int]]):
         if sorted(r.cond) != keys:
             raise PapaError("rounds with different conditioning kinds cannot be trained together; "
                             "set replay to 'none' or start a new session")
-    cond = {k: torch.stack([r.cond[k][i] for r, i in items]) for k in keys}
+    cond = {k: stack_conditioning([r.cond[k][i] for r, i in items]) for k in keys}
     y = torch.tensor([r.feedback[i] for r, i in items], dtype=torch.float32)
     return x0, cond, y
 

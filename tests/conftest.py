@@ -61,3 +61,17 @@ def randomize_lora(denoiser, seed: int = 1, scale: float = 0.1) -> None:
     with torch.no_grad():
         for p in denoiser.lora_parameters():
             p.copy_(torch.randn(p.shape, generator=g) * scale)
+
+
+def load_pack():
+    """Import the repository as the ComfyUI node pack (package ``comfyui_papa``), as ComfyUI does."""
+    import importlib.util
+
+    if "comfyui_papa" in sys.modules:
+        return sys.modules["comfyui_papa"]
+    spec = importlib.util.spec_from_file_location("comfyui_papa", ROOT / "__init__.py",
+                                                  submodule_search_locations=[str(ROOT)])
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["comfyui_papa"] = mod
+    spec.loader.exec_module(mod)
+    return mod

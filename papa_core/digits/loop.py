@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from typing import Callable, Optional
 
 import torch
@@ -67,11 +67,7 @@ class LoopConfig:
         return r % self.eval_every == 0 or r == self.rounds
 
     def update_config(self) -> UpdateConfig:
-        cfg = update_preset(self.preset)
-        overrides = dict(self.update_overrides)
-        if "objective" in overrides and isinstance(overrides["objective"], dict):
-            overrides["objective"] = replace(cfg.objective, **overrides["objective"])
-        return replace(cfg, seed=self.seed, **overrides)
+        return update_preset(self.preset, **{"seed": self.seed, **self.update_overrides})
 
 
 @dataclass

@@ -1,0 +1,394 @@
+"""ComfyUI's MODEL (a ``ModelPatcher``) as a PAPA ``Denoiser``; the LoRA as weight wrappers on clones.
+
+The host's MODEL is never modified: every LoRA lives on a *clone*, as ComfyUI weight wrappers
+(``W → W + alpha/rank · up @ down`` on every forward), so an update is visible at once and the
+original MODEL, and every other clone, keeps its exact weights.
+
+Module names: the session's ``LoraState`` uses diffusers module paths (kohya's naming for SD1.x/2.x
+files); ComfyUI's UNet uses ldm paths. ``ModelInfo`` holds the map between them, taken from
+``comfy.utils.unet_to_diffusers``.
+
+ε at DDPM step t (ComfyUI samples in σ-space): x = x_t / √ᾱ_t = x0 + σ_t ε, den = apply_model(x, σ_t),
+ε̂ = (x − den) / σ_t, which is the UNet's own ε for ε-models and the implied ε for v-models.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+from dataclasses import dataclass
+from typing import Iterator, Mapping, Optional
+
+import torch
+
+from ..papa_core.denoiser import fingerprint_tensors
+from ..papa_core.errors import PapaError, SessionMismatch
+from ..papa_core.lora import DOWN, UP, LoraConfig, LoraState, is_target, lora_delta
+from ..papa_core.schedule import DiffusionSchedule
+
+log = logging.getLogger("papa")
+
+# supported_models class name → (base model id for LoRA metadata, kohya module naming)
+FAMILIES: dict[str, tuple[str, str]] = {
+    "SD15": ("sd15", "diffusers"),
+    "SD20": ("sd21", "diffusers"),
+    "SD21UnclipL": ("sd21", "diffusers"),
+    "SD21UnclipH": ("sd21", "diffusers"),
+    "SDXL": ("sdxl", "ldm"),
+    "SDXLRefiner": ("sdxl", "ldm"),
+    "SSD1B": ("sdxl", "ldm"),
+    "Segmind_Vega": ("sdxl", "ldm"),
+}
+UNSUPPORTED_HINT = ("PAPA needs a DDPM UNet with ε- or v-prediction (SD1.x, SD2.x or SDXL checkpoints); "
+                    "flow-matching and other models are not supported yet. Load an SD1.5, SD2.x or SDXL checkpoint")
+
+
+class LoraWrapper(torch.nn.Module):
+    """A ComfyUI weight wrapper adding ΔW = scale · up @ down to one weight.
+
+    ``trainable`` makes ``down``/``up`` Parameters (create it under ``torch.inference_mode(False)``);
+    otherwise they are frozen buffers, a snapshot. ``multiplier`` 0 gives the base weight (θ*).
+    """
+
+    def __init__(self, down: torch.Tensor, up: torch.Tensor, scale: float, trainable: bool) -> None:
+        super().__init__()
+        if trainable:
+            self.down = torch.nn.Parameter(down.clone(), requires_grad=True)
+            self.up = torch.nn.Parameter(up.clone(), requires_grad=True)
+        else:
+            self.register_buffer("down", down.clone())
+            self.register_buffer("up", up.clone())
+        self.scale = float(scale)
+        self.multiplier = 1.0
+
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        if self.multiplier == 0.0:
+            return weight
+        delta = lora_delta(self.down.to(weight.device), self.up.to(weight.device), self.scale * self.multiplier)
+        return weight + delta.to(weight.dtype)
+
+    # the two hooks ModelPatcher uses to move wrappers with the model
+    def move_to(self, device: torch.device) -> int:
+        self.to(device)
+        return self.passive_memory_usage()
+
+    def passive_memory_usage(self) -> int:
+        return sum(t.numel() * t.element_size() for t in (self.down, self.up))
+
+
+def _identity(w: torch.Tensor) -> torch.Tensor:
+    return w
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What PAPA needs to know about a ComfyUI model.
+
+    Attributes:
+        family: supported_models class name (``SD15``, ``SDXL`` ...).
+        base_model: ``sd15`` / ``sd21`` / ``sdxl`` (LoRA metadata).
+        kohya_naming: ``diffusers`` or ``ldm`` (module names in exported files).
+        ldm_of: diffusers module path → ldm module path (without ``diffusion_model.``).
+        weight_shapes: diffusers module path → weight shape, for every Linear/Conv2d of the UNet.
+        prediction: ``eps`` or ``v``.
+    """
+
+    family: str
+    base_model: str
+    kohya_naming: str
+    ldm_of: dict[str, str]
+    weight_shapes: dict[str, tuple[int, ...]]
+    prediction: str
+
+    def lora_targets(self, config: LoraConfig) -> dict[str, tuple[int, ...]]:
+        targets = {n: s for n, s in self.weight_shapes.items() if is_target(n, config) and len(s) in (2, 4)}
+        if not targets:
+            raise PapaError(f"LoRA targets {config.targets!r} match no layer of this {self.family} UNet; pick "
+                            "another target preset")
+        return targets
+
+    def export_name_map(self) -> Optional[dict[str, str]]:
+        """diffusers → file module names, or None when the file uses diffusers names."""
+        return dict(self.ldm_of) if self.kohya_naming == "ldm" else None
+
+
+def inspect_model(model) -> ModelInfo:
+    """Check that ``model`` (a ModelPatcher) is a supported UNet and map its modules; raises PapaError."""
+    import comfy.model_sampling
+    import comfy.utils
+
+    base = getattr(model, "model", None)
+    config = getattr(base, "model_config", None)
+    family = type(config).__name__ if config is not None else type(base).__name__
+    ms = model.get_model_object("model_sampling")
+    if family not in FAMILIES:
+        raise PapaError(f"{family} models are not supported yet. {UNSUPPORTED_HINT}")
+    # ComfyUI builds model_sampling as class X(<schedule>, <prediction>); subclasses (LCM, X0, EDM,
+    # distilled schedules) change the maths, so the exact classes are required.
+    mro = type(ms).__mro__[1:]
+    pred = next((c for c in mro if issubclass(c, comfy.model_sampling.EPS)), None)
+    sched = next((c for c in mro if issubclass(c, comfy.model_sampling.ModelSamplingDiscrete)), None)
+    if pred is comfy.model_sampling.V_PREDICTION:
+        prediction = "v"
+    elif pred is comfy.model_sampling.EPS:
+        prediction = "eps"
+    else:
+        name = pred.__name__ if pred is not None else type(ms).__name__
+        raise PapaError(f"this {family} model predicts {name}, not ε or v. {UNSUPPORTED_HINT}")
+    if sched is not comfy.model_sampling.ModelSamplingDiscrete or ms.sigmas.numel() < 2:
+        name = sched.__name__ if sched is not None else type(ms).__name__
+        raise PapaError(f"the model's sampling schedule ({name}) is not a plain DDPM schedule (LCM, EDM or "
+                        f"continuous schedules are not supported yet). {UNSUPPORTED_HINT}")
+    unet_config = getattr(config, "unet_config", {})
+    dmap = comfy.utils.unet_to_diffusers(unet_config)
+    if not dmap:
+        raise PapaError(f"cannot map the modules of this {family} UNet. {UNSUPPORTED_HINT}")
+    ldm_of = {d[: -len(".weight")]: l[: -len(".weight")] for d, l in dmap.items() if d.endswith(".weight")}
+    modules = dict(base.diffusion_model.named_modules())
+    shapes = {}
+    for d, l in ldm_of.items():
+        m = modules.get(l)
+        if m is not None and isinstance(m, (torch.nn.Linear, torch.nn.Conv2d)) and hasattr(m, "weight_function"):
+            shapes[d] = tuple(m.weight.shape)
+    base_model, naming = FAMILIES[family]
+    return ModelInfo(family, base_model, naming, ldm_of, shapes, prediction)
+
+
+def base_fingerprint(model, info: ModelInfo) -> str:
+    """Identify the base checkpoint: architecture, schedule and sampled UNet weights.
+
+    Weights come from ModelPatcher's backup where another patch (e.g. a LoraLoader upstream) is
+    currently baked in, so the fingerprint does not depend on which clone was loaded last.
+    """
+    ms = model.get_model_object("model_sampling")
+    backup = getattr(model, "backup", {}) or {}
+
+    def tensors():
+        for name, p in model.model.diffusion_model.named_parameters():
+            key = f"diffusion_model.{name}"
+            yield name, (backup[key].weight if key in backup else p)
+
+    header = {"family": info.family, "unet_config": getattr(model.model.model_config, "unet_config", {}),
+              "prediction": info.prediction, "sigmas_sum": float(ms.sigmas.double().sum())}
+    return fingerprint_tensors(tensors(), header)
+
+
+def _check_state(state: Mapping[str, torch.Tensor], expected: Mapping[str, tuple[int, ...]], config: LoraConfig):
+    from ..papa_core.lora import lora_shapes
+
+    want = {f"{m}.{DOWN}" for m in expected} | {f"{m}.{UP}" for m in expected}
+    if set(state) != want:
+        missing, extra = sorted(want - set(state)), sorted(set(state) - want)
+        raise SessionMismatch(f"the session's LoRA does not fit this model: {len(missing)} tensors missing (e.g. "
+                              f"{missing[:2]}), {len(extra)} unexpected (e.g. {extra[:2]}). Load the checkpoint the "
+                              "session was made with, or start a new session")
+    for m, shape in expected.items():
+        d, u = lora_shapes(shape, config.rank)
+        if tuple(state[f"{m}.{DOWN}"].shape) != d or tuple(state[f"{m}.{UP}"].shape) != u:
+            raise SessionMismatch(f"LoRA tensor shapes for {m} do not fit this model (another base model or rank?)")
+
+
+def _strip_papa(model) -> None:
+    """Remove PAPA wrappers a MODEL may already carry (from an upstream PAPA node) — on a clone."""
+    cleaned = {}
+    for key, fns in model.weight_wrapper_patches.items():
+        keep = [f for f in fns if not isinstance(f, LoraWrapper) and f is not _identity]
+        if keep:
+            cleaned[key] = keep
+    model.weight_wrapper_patches = cleaned
+
+
+def with_lora(model, state: Mapping[str, torch.Tensor], config: LoraConfig, info: ModelInfo):
+    """A clone of ``model`` carrying a frozen snapshot of the LoRA ``state`` (the host's MODEL is untouched).
+
+    Any PAPA LoRA already on ``model`` is replaced, not stacked.
+    """
+    import comfy.model_management
+
+    targets = info.lora_targets(config)
+    _check_state(state, targets, config)
+    device = comfy.model_management.get_torch_device()
+    m = model.clone()
+    _strip_papa(m)
+    for name in targets:
+        w = LoraWrapper(state[f"{name}.{DOWN}"].to(device, torch.float32),
+                        state[f"{name}.{UP}"].to(device, torch.float32), config.scale, trainable=False)
+        m.add_weight_wrapper(f"diffusion_model.{info.ldm_of[name]}.weight", w)
+    return m
+
+
+class ComfyDenoiser:
+    """``Denoiser`` over a ComfyUI MODEL: a training clone with trainable LoRA wrappers.
+
+    Construct and use it under ``torch.inference_mode(False)`` (ComfyUI runs nodes in inference
+    mode; parameters made there cannot require grad). Every other weight and bias of the training
+    clone gets an identity wrapper, which makes ComfyUI's ops copy the (inference-mode) base
+    weights into normal tensors that backward may save.
+
+    Args:
+        model: the host's MODEL (ModelPatcher); it is cloned, never modified.
+        info: from ``inspect_model``.
+        lora_config: the session's adapter shape.
+        compute_dtype: train in this dtype (e.g. bf16 over fp16 weights); None keeps the model's.
+    """
+
+    def __init__(self, model, info: ModelInfo, lora_config: LoraConfig,
+                 compute_dtype: Optional[torch.dtype] = None) -> None:
+        import comfy.model_management
+
+        self.info = info
+        self.lora_config = lora_config
+        self.fingerprint = base_fingerprint(model, info)
+        ms = model.get_model_object("model_sampling")
+        self.schedule = DiffusionSchedule.from_sigmas(ms.sigmas)
+        self.device = comfy.model_management.get_torch_device()
+        self._sigmas = ms.sigmas.detach().to(self.device, torch.float32).clone()
+        self._a_bar = (1.0 / (1.0 + self._sigmas.double() ** 2)).float()
+        self._patcher = model.clone()
+        _strip_papa(self._patcher)
+        if compute_dtype is not None:
+            self._patcher.set_model_compute_dtype(compute_dtype)
+        targets = info.lora_targets(lora_config)
+        self._wrappers: dict[str, LoraWrapper] = {}
+        from ..papa_core.lora import init_lora_state
+
+        zero = init_lora_state(targets, lora_config)  # placeholder values; set_lora_state fills the real ones
+        for name in sorted(targets):
+            w = LoraWrapper(zero[f"{name}.{DOWN}"].to(self.device), zero[f"{name}.{UP}"].to(self.device),
+                            lora_config.scale, trainable=True)
+            self._wrappers[name] = w
+            self._patcher.add_weight_wrapper(f"diffusion_model.{info.ldm_of[name]}.weight", w)
+        lora_keys = {f"diffusion_model.{info.ldm_of[n]}.weight" for n in targets}
+        for mod_name, mod in model.model.named_modules():
+            if not hasattr(mod, "weight_function"):
+                continue
+            for pname in ("weight", "bias"):
+                key = f"{mod_name}.{pname}"
+                if getattr(mod, pname, None) is not None and key not in lora_keys:
+                    self._patcher.add_weight_wrapper(key, _identity)
+        self._loaded = False
+
+    # --- Denoiser protocol ---
+    def eps(self, x_t: torch.Tensor, t: torch.Tensor, cond: Mapping[str, torch.Tensor], lora: bool = True) -> torch.Tensor:
+        self._load()
+        t = t.to(self.device)
+        shape = (-1,) + (1,) * (x_t.ndim - 1)
+        sigma = self._sigmas[t]
+        x = x_t.to(self.device, torch.float32) / self._a_bar[t].sqrt().view(shape)
+        kwargs = {k: v.to(self.device).clone() for k, v in cond.items()}
+        with self.lora_multiplier(1.0 if lora else 0.0):
+            den = self._patcher.model.apply_model(x, sigma.clone(), **kwargs)
+        return (x - den.float()) / sigma.view(shape)
+
+    def lora_parameters(self) -> list[torch.nn.Parameter]:
+        out = []
+        for key in self._keys():
+            name, part = key.rsplit(".lora_", 1)
+            w = self._wrappers[name]
+            out.append(w.down if part == "down.weight" else w.up)
+        return out
+
+    def get_lora_state(self) -> LoraState:
+        return {k: p.detach().to("cpu", torch.float32).clone() for k, p in zip(self._keys(), self.lora_parameters())}
+
+    @torch.no_grad()
+    def set_lora_state(self, state: Mapping[str, torch.Tensor]) -> None:
+        _check_state(state, {n: self.info.weight_shapes[n] for n in self._wrappers}, self.lora_config)
+        for k, p in zip(self._keys(), self.lora_parameters()):
+            v = state[k]
+            if not torch.isfinite(v).all():
+                raise PapaError(f"LoRA tensor {k} holds NaN or inf; refusing to load it")
+            p.copy_(v.to(p.device, p.dtype))
+
+    # --- helpers ---
+    def _keys(self) -> list[str]:
+        return sorted([f"{n}.{DOWN}" for n in self._wrappers] + [f"{n}.{UP}" for n in self._wrappers])
+
+    def _load(self) -> None:
+        import comfy.model_management
+
+        if not self._loaded or self._patcher not in _loaded_patchers():
+            comfy.model_management.load_models_gpu([self._patcher])
+            self._loaded = True
+
+    @contextlib.contextmanager
+    def lora_multiplier(self, value: float) -> Iterator[None]:
+        old = [w.multiplier for w in self._wrappers.values()]
+        for w in self._wrappers.values():
+            w.multiplier = value
+        try:
+            yield
+        finally:
+            for w, m in zip(self._wrappers.values(), old):
+                w.multiplier = m
+
+    @contextlib.contextmanager
+    def gradient_checkpointing(self, on: bool = True) -> Iterator[None]:
+        """Recompute each UNet block's activations in backward (less memory, ~30% more compute).
+
+        Patches the shared module's block ``forward`` for the duration only; restored on exit.
+        """
+        if not on:
+            yield
+            return
+        from torch.utils.checkpoint import checkpoint
+
+        unet = self._patcher.model.diffusion_model
+        # the UNet iterates each TimestepEmbedSequential's layers itself, so the layers are patched
+        heavy = ("ResBlock", "SpatialTransformer", "SpatialVideoTransformer")
+        blocks = [layer for seq in list(unet.input_blocks) + [unet.middle_block] + list(unet.output_blocks)
+                  for layer in seq if type(layer).__name__ in heavy]
+        patched = []
+        for b in blocks:
+            orig = b.forward
+
+            def fwd(*args, _orig=orig, **kwargs):
+                if not torch.is_grad_enabled():
+                    return _orig(*args, **kwargs)
+                return checkpoint(_orig, *args, use_reentrant=False, **kwargs)
+
+            b.forward = fwd
+            patched.append(b)
+        try:
+            yield
+        finally:
+            for b in patched:
+                del b.forward
+
+
+def _loaded_patchers() -> list:
+    import comfy.model_management
+
+    return [lm.model for lm in comfy.model_management.current_loaded_models]
+
+
+def conditioning_tensors(model, positive, latent: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The UNet inputs a CONDITIONING produces, batched like ``latent`` [B, C, h, w] — as ComfyUI's
+    samplers build them (SD: ``c_crossattn`` [B, 77·k, D]; SDXL adds ``y`` [B, 2816] with the sizes).
+
+    Only the first conditioning entry is used; area, mask and strength options are not part of
+    what PAPA learns (a warning says so).
+    """
+    import comfy.model_management
+    import comfy.sampler_helpers
+    import comfy.samplers
+
+    if not positive:
+        raise PapaError("the positive conditioning is empty; connect a CLIP Text Encode node")
+    conds = comfy.sampler_helpers.convert_cond(positive)
+    if len(conds) > 1:
+        log.warning("PAPA: the positive conditioning has %d entries; only the first is recorded for training",
+                    len(conds))
+    ignored = [k for k in ("area", "mask", "strength", "control", "gligen") if k in conds[0]]
+    if ignored:
+        log.warning("PAPA: conditioning options %s are ignored when training", ignored)
+    device = comfy.model_management.intermediate_device()
+    conds = comfy.samplers.encode_model_conds(model.model.extra_conds, conds[:1], latent, device, "positive")
+    b = latent.shape[0]
+    out = {}
+    for k, v in conds[0]["model_conds"].items():
+        c = v.process_cond(batch_size=b, area=None).cond
+        if isinstance(c, torch.Tensor):
+            out[k] = c.detach().to("cpu", torch.float32)
+    if not out:
+        raise PapaError("the conditioning produced no UNet inputs; connect a CLIP Text Encode node")
+    return out
