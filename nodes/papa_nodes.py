@@ -41,13 +41,15 @@ class SessionRef:
 
 # --- helpers shared by the nodes -----------------------------------------------------------------
 
-def _send(event: str, data: dict) -> None:
+def _send(event: str, data: dict, to_client: bool = False) -> None:
+    """A websocket event: to every tab, or (``to_client``) only to the tab that queued the prompt."""
     try:
         from server import PromptServer
     except ImportError:
         return
-    if getattr(PromptServer, "instance", None) is not None:
-        PromptServer.instance.send_sync(event, data)
+    server = getattr(PromptServer, "instance", None)
+    if server is not None:
+        server.send_sync(event, data, getattr(server, "client_id", None) if to_client else None)
 
 
 def _prompt_id():
@@ -251,9 +253,10 @@ class PAPARecordPreference:
         preview = comfy_nodes.PreviewImage().save_images(images, filename_prefix="papa_vote")["ui"]["images"]
         prompt_id = _prompt_id()
         msg = {"protocol": PROTOCOL_VERSION, "session": session_name, "prompt_id": prompt_id, "node_id": node_id,
-               "round": pending.index, "batch_size": pending.batch_size, "images": preview, "timeout_s": timeout_s}
+               "round": pending.index, "batch_size": pending.batch_size, "images": preview, "timeout_s": timeout_s,
+               "summary": summarize(state.store().get(session_name))}
         w = state.broker.open(session_name, node_id, prompt_id, pending.index, pending.batch_size)
-        _send(EVENTS["request"], msg)
+        _send(EVENTS["request"], msg, to_client=True)
         outcome = "interrupted"
         try:
             values = state.broker.wait(w, timeout_s, comfy.model_management.throw_exception_if_processing_interrupted)
@@ -267,7 +270,7 @@ class PAPARecordPreference:
             raise PapaError(f"no feedback within {timeout_s} s. The batch is still pending: answer it in the browser, "
                             "or type the feedback into this node (e.g. '+ - 0 +'), and queue again") from None
         finally:
-            _send(EVENTS["done"], dict(msg, images=None, outcome=outcome))
+            _send(EVENTS["done"], dict(msg, images=None, summary=None, outcome=outcome), to_client=True)
 
 
 class PAPAUpdate:

@@ -13,7 +13,7 @@ import logging
 from aiohttp import web
 
 from ..papa_core.errors import FeedbackError, PapaError, SessionNotFound
-from ..papa_core.summary import summarize
+from ..papa_core.summary import round_list, summarize
 from . import state
 from .protocol import (MAX_BODY_BYTES, PROTOCOL_VERSION, ROUTES, ProtocolError, check_session_name, describe,
                        parse_action_post, parse_cancel_post, parse_feedback_post)
@@ -69,10 +69,10 @@ async def get_sessions(request: web.Request) -> web.Response:
 async def get_session(request: web.Request) -> web.Response:
     name = check_session_name(request.query.get("name"))
     store = state.store()
-    summary = await asyncio.to_thread(lambda: summarize(store.get(name)))
+    summary, rounds = await asyncio.to_thread(lambda: (summarize(store.get(name)), round_list(store.get(name))))
     waits = [{"node_id": w.node_id, "prompt_id": w.prompt_id, "round": w.round, "batch_size": w.batch_size}
              for w in state.broker.waiting(name)]
-    return web.json_response({"ok": True, "summary": summary, "waiting": waits})
+    return web.json_response({"ok": True, "summary": summary, "rounds": rounds, "waiting": waits})
 
 
 @_guard

@@ -35,6 +35,12 @@ def summarize(session: Session) -> dict:
     }
 
 
+def round_list(session: Session) -> list[dict]:
+    """Each round's feedback and whether an update used it (JSON-safe)."""
+    return [{"round": r.index, "batch_size": r.batch_size, "feedback": r.feedback, "trained": r.update is not None}
+            for r in session.rounds]
+
+
 def like_rate_by_round(session: Session) -> tuple[list[int], list[float]]:
     """Share of likes among the non-neutral labels of each labelled round: the person's own curve."""
     xs, ys = [], []
