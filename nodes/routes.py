@@ -33,8 +33,8 @@ async def _json_body(request: web.Request):
         raise ProtocolError(f"body larger than {MAX_BODY_BYTES} bytes")
     try:
         return json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise ProtocolError("the body must be UTF-8 JSON") from None
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        raise ProtocolError("the body must be UTF-8 JSON (and not nested absurdly deep)") from None
 
 
 def _guard(handler):

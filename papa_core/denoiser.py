@@ -53,7 +53,10 @@ def model_fingerprint(model: torch.nn.Module, extra: Optional[dict] = None, max_
     LoRA parameters (peft's ``lora_`` names) are left out: they are the session's, not the base's.
     """
     cfg = getattr(model, "config", None)
-    header = {"class": type(model).__name__, "config": dict(cfg) if cfg is not None else None, "extra": extra}
+    # diffusers' private config keys (e.g. _use_default_values, a list built from a set) change order from
+    # one process to the next: only the public fields describe the model
+    config = {k: v for k, v in dict(cfg).items() if not k.startswith("_")} if cfg is not None else None
+    header = {"class": type(model).__name__, "config": config, "extra": extra}
     return fingerprint_tensors(((n, p) for n, p in model.named_parameters() if "lora_" not in n), header, max_elems)
 
 

@@ -31,3 +31,7 @@ class LoraFileError(PapaError):
 
 class SessionCorrupt(PapaError):
     """Session files on disk that fail their integrity checks."""
+
+
+class StorageError(PapaError):
+    """The session folder (or the LoRA folder) could not be written: permissions, disk space."""

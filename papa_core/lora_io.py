@@ -20,7 +20,7 @@ from typing import Callable, Iterable, Mapping, Optional
 
 import torch
 
-from .errors import LoraFileError, SessionMismatch
+from .errors import LoraFileError, SessionMismatch, StorageError
 from .fsio import atomic_save_safetensors
 from .lora import DOWN, UP, LoraConfig, LoraState, module_names
 
@@ -82,7 +82,11 @@ def export_lora(path: str | os.PathLike, state: Mapping[str, torch.Tensor], conf
                                           "sdxl": "stable-diffusion-xl-v1-base/lora"}[base_model]
     for k, v in (papa_metadata or {}).items():
         meta[k if k.startswith("papa_") else f"papa_{k}"] = v if isinstance(v, str) else json.dumps(v)
-    atomic_save_safetensors(path, tensors, meta)
+    try:
+        atomic_save_safetensors(path, tensors, meta)
+    except OSError as e:
+        raise StorageError(f"cannot write {path} ({e.strerror or e}): make the folder writable and free some disk "
+                           "space, or choose another filename") from e
     return path
 
 

@@ -28,7 +28,8 @@ from typing import Any, Mapping, Optional
 
 import torch
 
-from .errors import FeedbackError, NonFiniteError, PapaError, SessionCorrupt, SessionMismatch, SessionNotFound
+from .errors import (FeedbackError, NonFiniteError, PapaError, SessionCorrupt, SessionMismatch, SessionNotFound,
+                     StorageError)
 from .fsio import atomic_save_safetensors, atomic_write_json, sha256_file
 from .lora import LoraConfig, LoraState, clone_state
 
@@ -352,6 +353,19 @@ class SessionStore:
 
     # --- writing ---
     def save(self, s: Session) -> None:
+        """Persist ``s``; on failure (StorageError) the disk keeps the previous state and the in-memory
+        copy is dropped, so the next ``get`` returns exactly what is stored."""
+        with self._lock:
+            try:
+                self._save(s)
+            except OSError as e:
+                self._sessions.pop(s.name, None)
+                raise StorageError(
+                    f"cannot save session {s.name!r} in {self.folder(s.name)} ({e.strerror or e}): make the folder "
+                    "writable and free some disk space (or set PAPA_SESSION_DIR to another folder); the session on "
+                    "disk is unchanged at its last saved state") from e
+
+    def _save(self, s: Session) -> None:
         with self._lock:
             folder = self.folder(s.name)
             folder.mkdir(parents=True, exist_ok=True)

@@ -1,3 +1,6 @@
+import os
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -81,3 +84,17 @@ def test_bad_lora_config(small_schedule):
         LoraConfig(alpha=-1)
     with pytest.raises(PapaError, match="match no module"):
         DiffusersDenoiser(tiny_unet2d(), small_schedule, LoraConfig(targets="no_such_layer"))
+
+
+def test_fingerprint_is_the_same_in_every_process():
+    """Sessions resume after a restart only if the base model's fingerprint is reproducible."""
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.path[:0] = ['tests', '.']\n"
+            "from conftest import tiny_unet2d\nfrom papa_core.denoiser import model_fingerprint\n"
+            "print(model_fingerprint(tiny_unet2d()))")
+    root = Path(__file__).resolve().parents[1]
+    prints = {subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True,
+                             env={**os.environ, "PYTHONHASHSEED": str(seed)}).stdout.strip() for seed in (1, 2, 3)}
+    assert len(prints) == 1 and len(next(iter(prints))) == 16

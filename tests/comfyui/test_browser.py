@@ -84,6 +84,10 @@ def test_gallery_clicks_keyboard_and_cancel(comfy, page, shots):
     load_loop(page, "browser1")
     queue_and_wait_for_gallery(page)
     page.screenshot(path=str(shots / "gallery_waiting.png"))
+    page.click(".papa-tile[data-index='2'] img")  # larger view, closed by a click
+    page.wait_for_selector(".papa-zoom img")
+    page.click(".papa-zoom")
+    page.wait_for_function("() => !document.querySelector('.papa-zoom')")
     for i in (0, 1):
         page.click(f".papa-tile[data-index='{i}'] .papa-like")
     for i in (2, 3):

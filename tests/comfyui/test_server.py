@@ -225,3 +225,25 @@ def test_example_workflow_runs_the_loop(comfy):
     name = wf["nodes"][3]["widgets_values"][0]
     assert session_summary(comfy, name)["summary"]["updates"] == 1
     assert e["outputs"][kinds["PAPA_ExportLoRA"]]["text"] == ["my_style.safetensors"]
+
+
+def test_update_reruns_exactly_when_new_feedback_arrived(comfy):
+    """PAPA Update is served from the cache until feedback arrives (here through the route, between runs)."""
+    g_upd = graphs.base()
+    g_upd.update({"sess": graphs.session("cache1"), "upd": graphs.update(["ckpt", 0], ["sess", 0]),
+                  "exp": graphs.export(["upd", 2], "cache1", if_exists="overwrite")})
+    g_gen = graphs.base()
+    g_gen.update({"sess": graphs.session("cache1"), "gen1": graphs.generate(["ckpt", 0], ["sess", 0]),
+                  "save1": graphs.save(["gen1", 0], "cache1")})
+    e = comfy.run(g_gen)  # creates the session and a pending round
+    assert e["status"]["status_str"] == "success", error_message(e)
+    first = comfy.run(g_upd)
+    assert first["status"]["status_str"] == "success", error_message(first)
+    again = comfy.run(g_upd)
+    assert {"upd", "exp"} <= set(cached_nodes(again))
+    status, r = comfy.post("/papa/v1/feedback", {"protocol": 1, "session": "cache1", "round": 0, "feedback": [1, -1]})
+    assert status == 200 and r["delivered_to"] == "session"
+    after = comfy.run(g_upd)
+    assert after["status"]["status_str"] == "success", error_message(after)
+    assert "upd" not in cached_nodes(after) and "exp" not in cached_nodes(after)
+    assert session_summary(comfy, "cache1")["summary"]["updates"] == 1
