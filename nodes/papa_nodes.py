@@ -362,7 +362,7 @@ def build_update_config(preset: str, algorithm: str, k: int, lr: float, steps: i
                         pref_coef: float, model_coef: float):
     """The node's widgets → an UpdateConfig: 0 / -1 keep the preset's value."""
     if preset not in UPDATE_PRESET_NAMES:
-        raise PapaError(f"preset must be one of {', '.join(UPDATE_PRESET_NAMES)}")
+        raise PapaError(f"unknown preset {preset!r}: choose one of {', '.join(UPDATE_PRESET_NAMES)}")
     if algorithm not in ALGORITHMS:
         raise PapaError(f"algorithm must be PAPA or EPAPA, got {algorithm!r}")
     obj = {"k": int(k) if algorithm == "EPAPA" else 0}

@@ -136,6 +136,9 @@ def import_lora(path: str | os.PathLike, model_modules: Iterable[str], config: L
     for base, parts in found.items():
         if DOWN not in parts or UP not in parts:
             raise LoraFileError(f"{Path(path).name}: {base} lacks lora_down or lora_up")
+        if not (parts[DOWN].is_floating_point() and parts[UP].is_floating_point()):
+            raise LoraFileError(f"{Path(path).name}: {base} holds {parts[DOWN].dtype} tensors, a LoRA needs floating "
+                                "point weights; re-export it")
         down, up = parts[DOWN].float(), parts[UP].float()
         rank = down.shape[0]
         if rank != config.rank:

@@ -204,7 +204,8 @@ class Session:
         for k, v in state.items():
             if tuple(v.shape) != tuple(self.lora_state[k].shape):
                 raise SessionMismatch(f"LoRA tensor {k} has shape {tuple(v.shape)}, the session's is "
-                                      f"{tuple(self.lora_state[k].shape)}")
+                                      f"{tuple(self.lora_state[k].shape)}: it was made with a different rank or base "
+                                      "model; use a LoRA made for this session's model and settings")
             if not torch.isfinite(v).all():
                 raise NonFiniteError(f"LoRA tensor {k} holds NaN or inf")
         self.lora_state = clone_state({k: v.float() for k, v in state.items()})
@@ -431,8 +432,8 @@ class SessionStore:
         folder = self.folder(name)
         if not (folder / "session.json").exists():
             known = self.names()
-            raise SessionNotFound(f"no session named {name!r} in {self.root}"
-                                  + (f"; known sessions: {', '.join(known)}" if known else "; create it first"))
+            raise SessionNotFound(f"no session named {name!r}" + (f" (known sessions: {', '.join(known)})" if known else "")
+                                  + "; check the name, or create it first (PAPA Generate Batch creates it)")
         m = self._read_manifest(folder)
         try:
             tensors = {blob: self._read_blob(folder, info) for blob, info in m["files"].items()}

@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from papa_core import fsio
-from papa_core.errors import FeedbackError, NonFiniteError, PapaError, SessionCorrupt, SessionMismatch, SessionNotFound
+from papa_core.errors import (FeedbackError, NonFiniteError, PapaError, SessionCorrupt, SessionMismatch, SessionNotFound,
+                              StorageError)
 from papa_core.lora import LoraConfig, states_equal
 from papa_core.session import SessionStore
 from papa_core.update import UpdateConfig, update
@@ -89,7 +90,7 @@ def test_interrupted_write_keeps_previous_state(tmp_path, tiny_denoiser, monkeyp
         return real(path, data)
 
     monkeypatch.setattr(fsio, "atomic_write_bytes", crash_midway)
-    with pytest.raises(OSError):
+    with pytest.raises(StorageError, match="unchanged at its last saved state"):
         store.save(s)
     monkeypatch.undo()
     again = SessionStore(tmp_path).get("s")

@@ -15,7 +15,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
 
 HERE = Path(__file__).resolve().parent
 RUNS = int(os.environ.get("PAPA_CRASH_RUNS", "6"))
