@@ -131,6 +131,7 @@ class PAPAGenerateBatch:
                    "not changed.")
     CATEGORY = CATEGORY
     FUNCTION = "run"
+    OUTPUT_NODE = True  # it previews the batch and records a round even when nothing else is connected
     RETURN_TYPES = ("IMAGE", "LATENT")
     RETURN_NAMES = ("images", "latent")
     OUTPUT_TOOLTIPS = ("The decoded batch.", "The batch's latents.")
@@ -201,6 +202,7 @@ class PAPARecordPreference:
                    "wait). Feedback is saved to disk at once.")
     CATEGORY = CATEGORY
     FUNCTION = "run"
+    OUTPUT_NODE = True  # recording feedback is the point, whether or not an update follows
     RETURN_TYPES = (SESSION,)
     RETURN_NAMES = ("session",)
     OUTPUT_TOOLTIPS = ("The session, now holding this round's feedback.",)

@@ -255,3 +255,21 @@ def test_export_node_writes_kohya_names_for_sdxl_sessions(session_dir, tmp_path,
     assert s.name == "xl"
     with pytest.raises(PapaError, match="not allowed"):
         papa_nodes.PAPAExportLoRA().run(papa_nodes.SessionRef("xl", cfg), "../../x", "new version", "fp32")
+
+
+def test_example_workflow_matches_the_node_declarations(fake_comfy):
+    """example_workflows/papa_loop.json is what scripts/make_example_workflow.py writes from INPUT_TYPES."""
+    import importlib.util
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("make_example_workflow", root / "scripts" / "make_example_workflow.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    on_disk = json.loads((root / "example_workflows" / "papa_loop.json").read_text(encoding="utf-8"))
+    assert on_disk == json.loads(json.dumps(mod.build())), "regenerate: python scripts/make_example_workflow.py"
+    links = {l[0]: l for l in on_disk["links"]}
+    for node in on_disk["nodes"]:
+        for i in node["inputs"]:
+            if i["link"] is not None:
+                assert links[i["link"]][3] == node["id"]

@@ -8,6 +8,7 @@ on the server's PYTHONPATH: ComfyUI imports torchvision at start-up but SD1.5 ne
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -131,13 +132,10 @@ def cached_nodes(entry: dict) -> list[str]:
     return []
 
 
-@pytest.fixture(scope="session")
-def comfy(tmp_path_factory):
-    cdir = comfy_dir()
-    if cdir is None:
-        pytest.skip("set COMFYUI_DIR to a ComfyUI checkout (0.3.64) to run the ComfyUI integration tests")
-    base = tmp_path_factory.mktemp("comfy")
-    (base / "custom_nodes").mkdir()
+@contextlib.contextmanager
+def running_server(base: Path, cdir: Path, extra_args: tuple[str, ...] = ()):
+    """A ComfyUI server with this pack under ``base`` (created here); yields a ComfyServer."""
+    (base / "custom_nodes").mkdir(parents=True)
     os.symlink(REPO, base / "custom_nodes" / "ComfyUI-PAPA")
     for sub in ("models/checkpoints", "models/loras", "output", "input", "temp", "user"):
         (base / sub).mkdir(parents=True)
@@ -147,7 +145,7 @@ def comfy(tmp_path_factory):
         port = s.getsockname()[1]
     log = base / "comfyui.log"
     cmd = [sys.executable, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port), "--base-directory",
-           str(base), "--disable-auto-launch"]
+           str(base), "--disable-auto-launch", *extra_args]
     with open(log, "wb") as f:
         proc = subprocess.Popen(cmd, cwd=cdir, env=server_env(), stdout=f, stderr=subprocess.STDOUT)
     server = ComfyServer(base, port, proc, log)
@@ -170,6 +168,18 @@ def comfy(tmp_path_factory):
             proc.wait(20)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+@pytest.fixture(scope="session")
+def comfy(tmp_path_factory):
+    cdir = comfy_dir()
+    if cdir is None:
+        pytest.skip("set COMFYUI_DIR to a ComfyUI checkout (0.3.64) to run the ComfyUI integration tests")
+    base = tmp_path_factory.mktemp("comfy")
+    try:
+        with running_server(base, cdir) as server:
+            yield server
+    finally:
         keep = os.environ.get("PAPA_TEST_ARTIFACTS")
-        if keep:
-            shutil.copy(log, Path(keep) / "comfyui.log")
+        if keep and (base / "comfyui.log").exists():
+            shutil.copy(base / "comfyui.log", Path(keep) / "comfyui.log")
