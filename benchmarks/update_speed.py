@@ -193,6 +193,47 @@ def part_noise(a) -> dict:
             "rel_std": r.rel_std, "mean_cosine": r.mean_cosine, "draws": a.draws}
 
 
+def part_ablation(a) -> dict:
+    """(d) What each choice buys, per (image, timestep) with gradient: all weights vs LoRA-only backward,
+    one timestep per forward vs --ablation-batch timesteps batched, and gradient checkpointing."""
+    from papa_core.denoiser import DiffusersDenoiser
+    from papa_core.lora import LoraConfig
+    from papa_core.schedule import DiffusionSchedule
+
+    lat = a.latent if a.arch == "sd15" else 128
+    out = {"part": "d"}
+    unet, ctx = build(a.arch, a.device)
+    d = DiffusersDenoiser(unet, DiffusionSchedule.scaled_linear(), LoraConfig(rank=8, alpha=8.0, targets=a.targets))
+
+    def per_timestep(n: int, repeats: int, full: bool = False) -> float:
+        cond = cond_for(a.arch, n, ctx, a.device)
+        for p in unet.parameters():
+            p.requires_grad_(full)
+        for p in d.lora_parameters():
+            p.requires_grad_(True)
+        times = []
+        for i in range(repeats + 1):  # the first one warms up
+            x = torch.randn(n, 4, lat, lat, device=a.device)
+            t = torch.randint(0, 1000, (n,), device=a.device)
+            sync(a.device)
+            t0 = time.perf_counter()
+            d.eps(x, t, cond).pow(2).mean().backward()
+            sync(a.device)
+            if i:
+                times.append((time.perf_counter() - t0) / n)
+            unet.zero_grad(set_to_none=True)
+        return sum(times) / len(times)
+
+    out["full_unbatched_s"] = per_timestep(1, a.ref_timesteps, full=True)
+    out["lora_unbatched_s"] = per_timestep(1, a.ref_timesteps)
+    out["lora_batched_s"] = per_timestep(a.ablation_batch, 1)
+    out["batch"] = a.ablation_batch
+    unet.enable_gradient_checkpointing()
+    out["lora_batched_checkpointing_s"] = per_timestep(a.ablation_batch, 1)
+    out["peak_gib"] = peak_memory(a.device)
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
@@ -207,11 +248,12 @@ def main() -> None:
     p.add_argument("--half-weights", action="store_true", help="bf16 base weights in (b) on GPU")
     p.add_argument("--draws", type=int, default=20)
     p.add_argument("--max-batch", type=int, default=64)
-    p.add_argument("--part", choices=["a", "b", "c"], help=argparse.SUPPRESS)
-    p.add_argument("--parts", default="abc")
+    p.add_argument("--ablation-batch", type=int, default=16, help="timesteps batched in the ablation (d)")
+    p.add_argument("--part", choices=["a", "b", "c", "d"], help=argparse.SUPPRESS)
+    p.add_argument("--parts", default="abc", help="which parts to run (d = the ablation)")
     a = p.parse_args()
     if a.part:
-        fn = {"a": part_reference, "b": part_default, "c": part_noise}[a.part]
+        fn = {"a": part_reference, "b": part_default, "c": part_noise, "d": part_ablation}[a.part]
         print("RESULT " + json.dumps(fn(a)), flush=True)
         return
     results = {}
@@ -241,6 +283,11 @@ def main() -> None:
               f"+ Adam), peak {ra['peak_gib']:.2f} GiB")
         print(f"(b) default:   {rb['round_seconds']:.2f} s/round ({rb['timesteps']} timestep-evaluations with grad, "
               f"{rb['forward_passes']} forward passes), peak {rb['peak_gib']:.2f} GiB")
+    if "d" in results:
+        rd = results["d"]
+        print(f"(d) per (image, timestep) with gradient: all weights one at a time {rd['full_unbatched_s']:.3f} s, "
+              f"LoRA-only one at a time {rd['lora_unbatched_s']:.3f} s, LoRA-only {rd['batch']} batched "
+              f"{rd['lora_batched_s']:.3f} s, + gradient checkpointing {rd['lora_batched_checkpointing_s']:.3f} s")
     rel = results.get("c", {}).get("rel_std", float("nan"))
     if "c" in results:
         rc = results["c"]

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import weakref
 from dataclasses import dataclass
 from typing import Iterator, Mapping, Optional
 
@@ -153,13 +154,22 @@ def inspect_model(model) -> ModelInfo:
     return ModelInfo(family, base_model, naming, ldm_of, shapes, prediction)
 
 
+_FINGERPRINTS: "weakref.WeakKeyDictionary[torch.nn.Module, dict]" = weakref.WeakKeyDictionary()
+
+
 def base_fingerprint(model, info: ModelInfo) -> str:
     """Identify the base checkpoint: architecture, schedule and sampled UNet weights.
 
     Weights come from ModelPatcher's backup where another patch (e.g. a LoraLoader upstream) is
-    currently baked in, so the fingerprint does not depend on which clone was loaded last.
+    currently baked in, so the fingerprint does not depend on which clone was loaded last. Cached
+    per loaded UNet module and sampling object (a new checkpoint is a new module), so generating a
+    batch does not re-read weights from the GPU every time.
     """
     ms = model.get_model_object("model_sampling")
+    cache = _FINGERPRINTS.setdefault(model.model, {})
+    key = (type(ms).__name__, info.prediction, float(ms.sigmas.double().sum()))
+    if key in cache:
+        return cache[key]
     backup = getattr(model, "backup", {}) or {}
 
     def tensors():
@@ -169,7 +179,8 @@ def base_fingerprint(model, info: ModelInfo) -> str:
 
     header = {"family": info.family, "unet_config": getattr(model.model.model_config, "unet_config", {}),
               "prediction": info.prediction, "sigmas_sum": float(ms.sigmas.double().sum())}
-    return fingerprint_tensors(tensors(), header)
+    cache[key] = fingerprint_tensors(tensors(), header)
+    return cache[key]
 
 
 def _check_state(state: Mapping[str, torch.Tensor], expected: Mapping[str, tuple[int, ...]], config: LoraConfig):
