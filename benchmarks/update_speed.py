@@ -128,10 +128,8 @@ def part_default(a) -> dict:
     if a.device == "cuda" and a.half_weights:
         for p in d.lora_parameters():  # train the adapter in fp32 over bf16 base weights
             p.data = p.data.float()
-    cfg = update_preset("default", **({"steps": a.steps} if a.steps else {}))
-    if a.m:
-        from dataclasses import replace
-        cfg = replace(cfg, objective=replace(cfg.objective, timesteps_per_image=a.m))
+    objective = {"max_batch": a.chunk, **({"timesteps_per_image": a.m} if a.m else {})}
+    cfg = update_preset("default", objective=objective, **({"steps": a.steps} if a.steps else {}))
     lat = a.latent if a.arch == "sd15" else 128
     with tempfile.TemporaryDirectory() as tmp:
         store = SessionStore(tmp)
@@ -249,6 +247,8 @@ def main() -> None:
     p.add_argument("--draws", type=int, default=20)
     p.add_argument("--max-batch", type=int, default=64)
     p.add_argument("--ablation-batch", type=int, default=16, help="timesteps batched in the ablation (d)")
+    p.add_argument("--chunk", type=int, default=16, help="(image, t) pairs per forward/backward pass in (b): "
+                   "bounds activation memory (the digits default of 256 does not fit SD1.5 in 24 GB of RAM)")
     p.add_argument("--part", choices=["a", "b", "c", "d"], help=argparse.SUPPRESS)
     p.add_argument("--parts", default="abc", help="which parts to run (d = the ablation)")
     a = p.parse_args()

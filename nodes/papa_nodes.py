@@ -314,6 +314,9 @@ class PAPAUpdate:
                                      f"(default {d.objective.model_coef:g})."}),
             "gradient_checkpointing": ("BOOLEAN", {"default": False, "tooltip": "Recompute activations in backward: "
                                        "less memory, slower."}),
+            "pairs_per_pass": ("INT", {"default": 8, "min": 1, "max": 256, "tooltip": "(image, timestep) pairs per "
+                               "forward/backward pass: more is faster but needs more memory; lower it if the update "
+                               "runs out of GPU memory. The result does not depend on it."}),
         }}
 
     @classmethod
@@ -321,7 +324,7 @@ class PAPAUpdate:
         return state.version("feedback")
 
     def run(self, model, session, preset, algorithm, k, lr, steps, timesteps_per_image, pref_coef, model_coef,
-            gradient_checkpointing):
+            gradient_checkpointing, pairs_per_pass=8):
         import comfy.model_management
         import comfy.utils
 
@@ -329,7 +332,8 @@ class PAPAUpdate:
 
         info = inspect_model(model)
         sess = _get_session(session)
-        cfg = build_update_config(preset, algorithm, k, lr, steps, timesteps_per_image, pref_coef, model_coef)
+        cfg = build_update_config(preset, algorithm, k, lr, steps, timesteps_per_image, pref_coef, model_coef,
+                                  pairs_per_pass)
         store = state.store()
         if sess.untrained_rounds():
             device = comfy.model_management.get_torch_device()
@@ -361,13 +365,15 @@ class PAPAUpdate:
 
 
 def build_update_config(preset: str, algorithm: str, k: int, lr: float, steps: int, timesteps_per_image: int,
-                        pref_coef: float, model_coef: float):
+                        pref_coef: float, model_coef: float, pairs_per_pass: int = 8):
     """The node's widgets → an UpdateConfig: 0 / -1 keep the preset's value."""
     if preset not in UPDATE_PRESET_NAMES:
         raise PapaError(f"unknown preset {preset!r}: choose one of {', '.join(UPDATE_PRESET_NAMES)}")
     if algorithm not in ALGORITHMS:
         raise PapaError(f"algorithm must be PAPA or EPAPA, got {algorithm!r}")
-    obj = {"k": int(k) if algorithm == "EPAPA" else 0}
+    if not 1 <= int(pairs_per_pass) <= 256:
+        raise PapaError("pairs_per_pass must be 1..256")
+    obj = {"k": int(k) if algorithm == "EPAPA" else 0, "max_batch": int(pairs_per_pass)}
     if timesteps_per_image:
         obj["timesteps_per_image"] = int(timesteps_per_image)
     for name, v in (("pref_coef", pref_coef), ("model_coef", model_coef)):
