@@ -60,16 +60,28 @@ class LoraWrapper(torch.nn.Module):
             self.register_buffer("up", up.clone())
         self.scale = float(scale)
         self.multiplier = 1.0
+        self.trainable = trainable
+        self._delta_cache: dict = {}  # frozen snapshots: ΔW per (device, dtype), computed once
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
         if self.multiplier == 0.0:
             return weight
+        if not self.trainable:
+            key = (weight.device, weight.dtype, self.multiplier)
+            delta = self._delta_cache.get(key)
+            if delta is None:
+                self._delta_cache.clear()
+                delta = lora_delta(self.down.to(weight.device, torch.float32), self.up.to(weight.device, torch.float32),
+                                   self.scale * self.multiplier).to(weight.dtype)
+                self._delta_cache[key] = delta
+            return weight + delta
         delta = lora_delta(self.down.to(weight.device), self.up.to(weight.device), self.scale * self.multiplier)
         return weight + delta.to(weight.dtype)
 
     # the two hooks ModelPatcher uses to move wrappers with the model
     def move_to(self, device: torch.device) -> int:
         self.to(device)
+        self._delta_cache.clear()
         return self.passive_memory_usage()
 
     def passive_memory_usage(self) -> int:
