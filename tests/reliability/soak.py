@@ -52,7 +52,8 @@ def main() -> None:
         samples.append({"round": r + 1, "rss_mib": rss_mib(), "fds": open_fds(), "t": time.perf_counter()})
 
     with tempfile.TemporaryDirectory() as tmp:
-        cfg = LoopConfig(rounds=a.rounds, batch_size=a.batch_size, eval_size=16, eval_rounds=[a.rounds],
+        # the person's loop only: no evaluation batches after round 0 (they are a benchmark's, not a user's)
+        cfg = LoopConfig(rounds=a.rounds, batch_size=a.batch_size, eval_size=16, eval_rounds=[a.rounds + 1],
                          sampling_steps=a.sampling_steps, seed=0)
         t0 = time.perf_counter()
         _, session, world = run_loop(cfg, SessionStore(tmp), "soak", on_round=on_round)
