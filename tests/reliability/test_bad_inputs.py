@@ -5,14 +5,11 @@ exactly as it was (a hash of every file in the session folder, before and after)
 """
 from __future__ import annotations
 
-import asyncio
-import hashlib
 import json
 import math
 import os
 import sys
 import types
-from pathlib import Path
 
 import pytest
 import torch
@@ -25,17 +22,10 @@ from comfyui_papa.papa_core.errors import PapaError  # noqa: E402
 from comfyui_papa.papa_core.lora import LoraConfig, init_lora_state  # noqa: E402
 from comfyui_papa.papa_core.lora_io import export_lora, import_lora  # noqa: E402
 
+from .helpers import call_routes, folder_hash  # noqa: E402
+
 CFG = LoraConfig(rank=2, alpha=2.0)
 MODULES = {"down_blocks.0.attentions.0.to_q": (8, 8), "up_blocks.0.resnets.0.conv1": (8, 8, 3, 3)}
-
-
-def folder_hash(folder: Path) -> str:
-    h = hashlib.sha256()
-    for p in sorted(folder.rglob("*")):
-        if p.is_file():
-            h.update(p.relative_to(folder).as_posix().encode())
-            h.update(p.read_bytes())
-    return h.hexdigest()
 
 
 @pytest.fixture
@@ -101,9 +91,10 @@ def _lora_tensors(w, **change):
     return t
 
 
-def _session_json(mutate):
+def _tamper(file_of, mutate):
+    """Load the session after ``mutate``-ing one of its files (restored afterwards)."""
     def f(w):
-        p = w.folder / "session.json"
+        p = file_of(w)
         original = p.read_bytes()
         try:
             p.write_bytes(mutate(original))
@@ -113,21 +104,15 @@ def _session_json(mutate):
             p.write_bytes(original)
             w.store.forget("good")
     return f
+
+
+def _session_json(mutate):
+    return _tamper(lambda w: w.folder / "session.json", mutate)
 
 
 def _blob(mutate):
-    def f(w):
-        m = json.loads((w.folder / "session.json").read_text())
-        p = w.folder / m["files"]["lora"]["file"]
-        original = p.read_bytes()
-        try:
-            p.write_bytes(mutate(original))
-            w.store.forget("good")
-            w.store.get("good")
-        finally:
-            p.write_bytes(original)
-            w.store.forget("good")
-    return f
+    return _tamper(lambda w: w.folder / json.loads((w.folder / "session.json").read_text())["files"]["lora"]["file"],
+                   mutate)
 
 
 def _engine(fn):
@@ -151,20 +136,8 @@ def _readonly_save(w):
 
 def _route(body: bytes | dict, path="feedback"):
     def f(w):
-        from aiohttp.test_utils import TestClient, TestServer
-        from aiohttp import web
-
-        async def go():
-            app = web.Application()
-            table = web.RouteTableDef()
-            routes.register(table)
-            app.add_routes(table)
-            async with TestClient(TestServer(app)) as client:
-                data = body if isinstance(body, bytes) else json.dumps(body).encode()
-                r = await client.post(f"/papa/v1/{path}", data=data)
-                return r.status, await r.json()
-
-        status, payload = asyncio.run(go())
+        data = body if isinstance(body, bytes) else json.dumps(body).encode()
+        [(status, payload)] = call_routes(routes, [("POST", f"/papa/v1/{path}", data)])
         assert 400 <= status < 500, (status, payload)
         raise PapaError(payload["error"])  # the route's answer, checked like any other message
     return f

@@ -6,7 +6,6 @@ never open a file outside the session folder.
 """
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import random
@@ -22,7 +21,7 @@ pack = load_pack()
 from comfyui_papa.nodes import protocol, routes, state  # noqa: E402
 from comfyui_papa.papa_core.lora import LoraConfig, init_lora_state  # noqa: E402
 
-from .test_bad_inputs import folder_hash  # noqa: E402
+from .helpers import call_routes, folder_hash  # noqa: E402
 
 _opened: list[str] = []
 _watch = {"on": False}
@@ -49,27 +48,7 @@ def root(tmp_path, monkeypatch):
 
 
 def call(requests):
-    """Run (method, path, body bytes | None) requests against the pack's routes; returns (status, json)."""
-    from aiohttp import web
-    from aiohttp.test_utils import TestClient, TestServer
-
-    async def go():
-        app = web.Application()
-        table = web.RouteTableDef()
-        routes.register(table)
-        app.add_routes(table)
-        out = []
-        async with TestClient(TestServer(app)) as client:
-            for method, path, body in requests:
-                r = await client.request(method, path, data=body)
-                try:
-                    payload = await r.json(content_type=None)
-                except (json.JSONDecodeError, UnicodeDecodeError):
-                    payload = None
-                out.append((r.status, payload))
-        return out
-
-    return asyncio.run(go())
+    return call_routes(routes, requests)
 
 
 def hostile_bodies(n: int, seed: int = 0) -> list[bytes]:
