@@ -23,7 +23,7 @@ import torch
 
 from ..papa_core.denoiser import fingerprint_tensors
 from ..papa_core.errors import PapaError, SessionMismatch
-from ..papa_core.lora import DOWN, UP, LoraConfig, LoraState, is_target, lora_delta
+from ..papa_core.lora import DOWN, UP, LoraConfig, LoraState, is_target, lora_delta, lora_shapes
 from ..papa_core.schedule import DiffusionSchedule
 
 log = logging.getLogger("papa")
@@ -196,8 +196,6 @@ def base_fingerprint(model, info: ModelInfo) -> str:
 
 
 def _check_state(state: Mapping[str, torch.Tensor], expected: Mapping[str, tuple[int, ...]], config: LoraConfig):
-    from ..papa_core.lora import lora_shapes
-
     want = {f"{m}.{DOWN}" for m in expected} | {f"{m}.{UP}" for m in expected}
     if set(state) != want:
         missing, extra = sorted(want - set(state)), sorted(set(state) - want)
@@ -272,11 +270,9 @@ class ComfyDenoiser:
             self._patcher.set_model_compute_dtype(compute_dtype)
         targets = info.lora_targets(lora_config)
         self._wrappers: dict[str, LoraWrapper] = {}
-        from ..papa_core.lora import init_lora_state
-
-        zero = init_lora_state(targets, lora_config)  # placeholder values; set_lora_state fills the real ones
-        for name in sorted(targets):
-            w = LoraWrapper(zero[f"{name}.{DOWN}"].to(self.device), zero[f"{name}.{UP}"].to(self.device),
+        for name in sorted(targets):  # zeros until set_lora_state loads the session's values
+            down_shape, up_shape = lora_shapes(targets[name], lora_config.rank)
+            w = LoraWrapper(torch.zeros(down_shape, device=self.device), torch.zeros(up_shape, device=self.device),
                             lora_config.scale, trainable=True)
             self._wrappers[name] = w
             self._patcher.add_weight_wrapper(f"diffusion_model.{info.ldm_of[name]}.weight", w)

@@ -69,7 +69,11 @@ async def get_sessions(request: web.Request) -> web.Response:
 async def get_session(request: web.Request) -> web.Response:
     name = check_session_name(request.query.get("name"))
     store = state.store()
-    summary, rounds = await asyncio.to_thread(lambda: (summarize(store.get(name)), round_list(store.get(name))))
+    def read():
+        s = store.get(name)
+        return summarize(s), round_list(s)
+
+    summary, rounds = await asyncio.to_thread(read)
     waits = [{"node_id": w.node_id, "prompt_id": w.prompt_id, "round": w.round, "batch_size": w.batch_size}
              for w in state.broker.waiting(name)]
     return web.json_response({"ok": True, "summary": summary, "rounds": rounds, "waiting": waits})
