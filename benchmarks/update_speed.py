@@ -1,6 +1,6 @@
 """Update latency and memory on Stable Diffusion 1.5's UNet: the reference way vs the project's default.
 
-    python benchmarks/update_speed.py                      # CPU: 32×32 latent (≈ 8 minutes on 2 cores)
+    python benchmarks/update_speed.py                      # CPU: 32×32 latent (< 10 minutes on 2 cores)
     python benchmarks/update_speed.py --device cuda --latent 64 --sdxl   # GPU: 512 px SD1.5 + 1024 px SDXL
 
 Side by side in one run, each part in its own subprocess (so peak memory is per part), on the same
@@ -9,10 +9,14 @@ random-weight UNet built from SD1.5's config (no download):
       weights trainable, fp32, one Adam step per image. Timed on --ref-timesteps evenly spaced
       timesteps and extrapolated explicitly to 1000 per image.
   (b) default: the project's default update (its estimator and m, timesteps batched, LoRA only,
-      bf16 autocast on GPU), one full round of --images images, after one warm-up round.
+      bf16 autocast on GPU) for round 1 (--images new images + round 0's replayed). On GPU a real
+      round, timed after a warm-up round; on CPU its passes are counted exactly and one pass of
+      --chunk pairs is timed without and with gradient, then extrapolated explicitly.
   (c) the default estimator's noise: relative std of the LoRA gradient against the exact sum
       (ε fixed per image, only the timestep draw varies). On CPU the exact sum over 1000 SD1.5
       steps is out of reach, so (c) there is measured on the trained digits model instead (say so).
+  (d) the ablation: per (image, t) with gradient, what LoRA-only backward, batching, autocast (GPU)
+      and gradient checkpointing each change.
 The last line is exactly ``speedup <ratio>x noise <relstd>``.
 """
 from __future__ import annotations
@@ -43,12 +47,15 @@ SDXL = dict(sample_size=128, in_channels=4, out_channels=4, layers_per_block=2, 
             addition_embed_type="text_time", addition_time_embed_dim=256, projection_class_embeddings_input_dim=2816,
             use_linear_projection=True, norm_num_groups=32)
 
+# SD1.5's block structure at toy width: only for smoke-testing this script (tests/test_benchmarks.py)
+TINY = dict(SD15, block_out_channels=(32, 32, 64, 64), layers_per_block=1, attention_head_dim=2)
+
 
 def build(arch: str, device: str):
     from diffusers import UNet2DConditionModel
 
     torch.manual_seed(0)
-    cfg = SD15 if arch == "sd15" else SDXL
+    cfg = {"sd15": SD15, "sdxl": SDXL, "tiny": TINY}[arch]
     return UNet2DConditionModel(**cfg).to(device), cfg["cross_attention_dim"]
 
 
@@ -81,7 +88,7 @@ def part_reference(a) -> dict:
     sch = DiffusionSchedule.scaled_linear()
     w = sch.elbo_weights()
     opt = torch.optim.Adam(unet.parameters(), lr=1e-5)
-    lat = a.latent if a.arch == "sd15" else 128
+    lat = 128 if a.arch == "sdxl" else a.latent
     x0 = torch.randn(1, 4, lat, lat, device=a.device)
     eps = torch.randn_like(x0)
     cond = cond_for(a.arch, 1, ctx, a.device)
@@ -112,30 +119,54 @@ def part_reference(a) -> dict:
             "trainable_params": sum(p.numel() for p in unet.parameters())}
 
 
-def part_default(a) -> dict:
-    from papa_core.denoiser import DiffusersDenoiser
-    from papa_core.lora import LoraConfig
-    from papa_core.schedule import DiffusionSchedule
+class PassCounter:
+    """Stands in for the UNet so that the default's update runs in milliseconds and reports exactly how
+    many (image, t) forward passes a round makes with and without gradient: those counts depend on the
+    configuration and the feedback, never on the network."""
+
+    def __init__(self) -> None:
+        from papa_core.lora import LoraConfig
+        from papa_core.schedule import DiffusionSchedule
+
+        self.schedule = DiffusionSchedule.scaled_linear()
+        self.lora_config = LoraConfig(rank=1, alpha=1.0, targets="attention")
+        self.device = torch.device("cpu")
+        self.fingerprint = "pass-counter"
+        self.p = torch.nn.Parameter(torch.zeros(()))
+
+    def eps(self, x_t, t, cond, lora=True):
+        return x_t * (1 + self.p) if lora else x_t
+
+    def lora_parameters(self):
+        return [self.p]
+
+    def get_lora_state(self):
+        return {"p": self.p.detach().clone()}
+
+    def set_lora_state(self, state):
+        with torch.no_grad():
+            self.p.copy_(state["p"])
+
+
+def default_config(a):
+    from papa_core.update import update_preset
+
+    objective = {"max_batch": a.chunk, **({"timesteps_per_image": a.m} if a.m else {})}
+    return update_preset("default", objective=objective, **({"steps": a.steps} if a.steps else {}))
+
+
+def run_rounds(a, denoiser, lat: int, ctx: int, rounds: int = 2) -> list:
+    """Rounds 0..rounds-1 of 4 images (half liked), one default update each; returns (seconds, stats)."""
     from papa_core.session import SessionStore
-    from papa_core.update import update, update_preset
+    from papa_core.update import update
     import tempfile
 
-    unet, ctx = build(a.arch, a.device)
-    if a.device == "cuda" and a.half_weights:
-        unet = unet.to(torch.bfloat16)
-    d = DiffusersDenoiser(unet, DiffusionSchedule.scaled_linear(), LoraConfig(rank=8, alpha=8.0, targets=a.targets),
-                          gradient_checkpointing=a.checkpointing)
-    if a.device == "cuda" and a.half_weights:
-        for p in d.lora_parameters():  # train the adapter in fp32 over bf16 base weights
-            p.data = p.data.float()
-    objective = {"max_batch": a.chunk, **({"timesteps_per_image": a.m} if a.m else {})}
-    cfg = update_preset("default", objective=objective, **({"steps": a.steps} if a.steps else {}))
-    lat = a.latent if a.arch == "sd15" else 128
+    cfg = default_config(a)
+    out = []
     with tempfile.TemporaryDirectory() as tmp:
         store = SessionStore(tmp)
-        s = store.create("speed", d.fingerprint, d.lora_config, d.get_lora_state())
-        seconds = []
-        for r in range(2):  # round 0 warms up (allocator, kernels); round 1 is the measurement
+        s = store.create("speed", denoiser.fingerprint, denoiser.lora_config, denoiser.get_lora_state())
+        for r in range(rounds):
             g = torch.Generator().manual_seed(r)
             s.add_round(torch.randn(a.images, 4, lat, lat, generator=g), {k: v.cpu() for k, v in
                         cond_for(a.arch, a.images, ctx, "cpu").items()}, list(range(a.images)))
@@ -144,13 +175,93 @@ def part_default(a) -> dict:
                 torch.cuda.reset_peak_memory_stats()
             sync(a.device)
             t0 = time.perf_counter()
-            st = update(s, d, cfg)
+            st = update(s, denoiser, cfg)
             sync(a.device)
-            seconds.append(time.perf_counter() - t0)
-    return {"part": "b", "round_seconds": seconds[-1], "warmup_round_seconds": seconds[0],
-            "timesteps": st.timesteps, "forward_passes": st.forward_passes, "steps": st.steps,
-            "images_trained": st.images, "peak_gib": peak_memory(a.device),
-            "lora_params": sum(p.numel() for p in d.lora_parameters()), "config": cfg.to_dict()}
+            out.append((time.perf_counter() - t0, st))
+    return out
+
+
+def lora_denoiser(a, checkpointing: bool = False):
+    from papa_core.denoiser import DiffusersDenoiser
+    from papa_core.lora import LoraConfig
+    from papa_core.schedule import DiffusionSchedule
+
+    unet, ctx = build(a.arch, a.device)
+    if a.device == "cuda" and a.half_weights:
+        unet = unet.to(torch.bfloat16)
+    d = DiffusersDenoiser(unet, DiffusionSchedule.scaled_linear(), LoraConfig(rank=8, alpha=8.0, targets=a.targets),
+                          gradient_checkpointing=checkpointing)
+    if a.device == "cuda" and a.half_weights:
+        for p in d.lora_parameters():  # train the adapter in fp32 over bf16 base weights
+            p.data = p.data.float()
+    return d, unet, ctx
+
+
+def time_pairs(a, d, ctx: int, n: int, grad: bool, autocast=None) -> float:
+    """Seconds per (image, t) pair of one forward pass of n pairs through the LoRA'd UNet, as the
+    objective makes them: without gradient (θ* or θ), or with gradient + backward into the LoRA."""
+    lat = 128 if a.arch == "sdxl" else a.latent
+    g = torch.Generator().manual_seed(n)
+    x = torch.randn(n, 4, lat, lat, generator=g).to(a.device)
+    t = torch.randint(0, 1000, (n,), generator=g).to(a.device)
+    cond = cond_for(a.arch, n, ctx, a.device)
+    sync(a.device)
+    t0 = time.perf_counter()
+    with torch.autocast(d.device.type, dtype=autocast, enabled=autocast is not None):
+        if grad:
+            (d.eps(x, t, cond) - x).pow(2).mean().backward()
+        else:
+            with torch.no_grad():
+                d.eps(x, t, cond)
+    sync(a.device)
+    for p in d.lora_parameters():
+        p.grad = None
+    return (time.perf_counter() - t0) / n
+
+
+def part_default(a) -> dict:
+    """(b) The default update, rounds 0..3 of --images images each (half liked) with replay.
+
+    Reported: round 1 (its new images + round 0's replayed) and round 3, the steady state where the
+    replayed history fills every step (images_per_step). --b-mode round: the rounds run for real
+    and are timed (round 0 warms up). --b-mode pairs (CPU): each round's passes are counted exactly
+    (PassCounter), one forward pass of --chunk pairs is timed without and with gradient on the real
+    UNet, and the rounds are extrapolated explicitly.
+    """
+    lat = 128 if a.arch == "sdxl" else a.latent
+    counted = [st for _, st in run_rounds(a, PassCounter(), lat, 2048 if a.arch == "sdxl" else 768, 4)]
+    out = {"part": "b", "mode": a.b_mode, "config": default_config(a).to_dict(), "rounds": {}}
+    for r in (1, 3):
+        st = counted[r]
+        out["rounds"][str(r)] = {"timesteps": st.timesteps, "forward_passes": st.forward_passes,
+                            "no_grad_passes": st.forward_passes - st.timesteps, "steps": st.steps,
+                            "images_trained": st.images}
+    d, unet, ctx = lora_denoiser(a, a.checkpointing)
+    out["lora_params"] = sum(p.numel() for p in d.lora_parameters())
+    if a.b_mode == "round":
+        timed = run_rounds(a, d, lat, ctx, 4)
+        for r in (1, 3):
+            sec, st = timed[r]
+            assert (st.timesteps, st.forward_passes) == (counted[r].timesteps, counted[r].forward_passes)
+            out["rounds"][str(r)]["seconds"] = sec
+        out.update(warmup_round_seconds=timed[0][0], peak_gib=peak_memory(a.device))
+    else:
+        time_pairs(a, d, ctx, 2, False)  # warm-up
+        time_pairs(a, d, ctx, 2, True)
+        ng = time_pairs(a, d, ctx, a.chunk, False)
+        gr = time_pairs(a, d, ctx, a.chunk, True)
+        opt = torch.optim.AdamW(d.lora_parameters(), lr=1e-3)
+        for p in d.lora_parameters():
+            p.grad = torch.zeros_like(p)
+        t0 = time.perf_counter()
+        opt.step()
+        adam = time.perf_counter() - t0
+        for rd in out["rounds"].values():
+            rd["seconds"] = rd["no_grad_passes"] * ng + rd["timesteps"] * gr + rd["steps"] * adam
+        out.update(no_grad_pair_seconds=ng, grad_pair_seconds=gr, adam_step_seconds=adam,
+                   peak_gib=peak_memory(a.device))
+    out["round_seconds"] = out["rounds"]["3"]["seconds"]
+    return out
 
 
 def part_noise(a) -> dict:
@@ -177,7 +288,7 @@ def part_noise(a) -> dict:
         unet, ctx = build(a.arch, a.device)
         d = DiffusersDenoiser(unet, DiffusionSchedule.scaled_linear(), LoraConfig(rank=8, alpha=8.0, targets=a.targets))
         g = torch.Generator().manual_seed(0)
-        lat = a.latent if a.arch == "sd15" else 128
+        lat = 128 if a.arch == "sdxl" else a.latent
         x0 = torch.randn(a.images, 4, lat, lat, generator=g)
         cond = cond_for(a.arch, a.images, ctx, "cpu")
         model = f"{a.arch} UNet (random weights)"
@@ -192,42 +303,19 @@ def part_noise(a) -> dict:
 
 
 def part_ablation(a) -> dict:
-    """(d) What each choice buys, per (image, timestep) with gradient: all weights vs LoRA-only backward,
-    one timestep per forward vs --ablation-batch timesteps batched, and gradient checkpointing."""
-    from papa_core.denoiser import DiffusersDenoiser
-    from papa_core.lora import LoraConfig
-    from papa_core.schedule import DiffusionSchedule
-
-    lat = a.latent if a.arch == "sd15" else 128
-    out = {"part": "d"}
-    unet, ctx = build(a.arch, a.device)
-    d = DiffusersDenoiser(unet, DiffusionSchedule.scaled_linear(), LoraConfig(rank=8, alpha=8.0, targets=a.targets))
-
-    def per_timestep(n: int, repeats: int, full: bool = False) -> float:
-        cond = cond_for(a.arch, n, ctx, a.device)
-        for p in unet.parameters():
-            p.requires_grad_(full)
-        for p in d.lora_parameters():
-            p.requires_grad_(True)
-        times = []
-        for i in range(repeats + 1):  # the first one warms up
-            x = torch.randn(n, 4, lat, lat, device=a.device)
-            t = torch.randint(0, 1000, (n,), device=a.device)
-            sync(a.device)
-            t0 = time.perf_counter()
-            d.eps(x, t, cond).pow(2).mean().backward()
-            sync(a.device)
-            if i:
-                times.append((time.perf_counter() - t0) / n)
-            unet.zero_grad(set_to_none=True)
-        return sum(times) / len(times)
-
-    out["full_unbatched_s"] = per_timestep(1, a.ref_timesteps, full=True)
-    out["lora_unbatched_s"] = per_timestep(1, a.ref_timesteps)
-    out["lora_batched_s"] = per_timestep(a.ablation_batch, 1)
-    out["batch"] = a.ablation_batch
+    """(d) What each choice buys, seconds per (image, timestep) with gradient: LoRA-only backward one
+    timestep at a time, --chunk timesteps batched, then with gradient checkpointing (and on GPU with
+    and without autocast). All weights one at a time is (a)."""
+    out = {"part": "d", "batch": a.chunk}
+    d, unet, ctx = lora_denoiser(a)
+    time_pairs(a, d, ctx, 1, True)  # warm-up
+    out["lora_unbatched_s"] = sum(time_pairs(a, d, ctx, 1, True) for _ in range(2)) / 2
+    out["lora_batched_s"] = time_pairs(a, d, ctx, a.chunk, True)
+    if a.device == "cuda":
+        out["lora_batched_bf16_s"] = time_pairs(a, d, ctx, a.chunk, True, torch.bfloat16)
     unet.enable_gradient_checkpointing()
-    out["lora_batched_checkpointing_s"] = per_timestep(a.ablation_batch, 1)
+    time_pairs(a, d, ctx, 2, True)
+    out["lora_batched_checkpointing_s"] = time_pairs(a, d, ctx, a.chunk, True)
     out["peak_gib"] = peak_memory(a.device)
     return out
 
@@ -235,7 +323,7 @@ def part_ablation(a) -> dict:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    p.add_argument("--arch", default="sd15", choices=["sd15", "sdxl"])
+    p.add_argument("--arch", default="sd15", choices=["sd15", "sdxl", "tiny"])
     p.add_argument("--latent", type=int, default=32, help="latent side (32 on CPU; 64 = 512 px)")
     p.add_argument("--images", type=int, default=4)
     p.add_argument("--ref-timesteps", type=int, default=3, help="timesteps actually timed for (a)")
@@ -246,12 +334,14 @@ def main() -> None:
     p.add_argument("--half-weights", action="store_true", help="bf16 base weights in (b) on GPU")
     p.add_argument("--draws", type=int, default=20)
     p.add_argument("--max-batch", type=int, default=64)
-    p.add_argument("--ablation-batch", type=int, default=16, help="timesteps batched in the ablation (d)")
-    p.add_argument("--chunk", type=int, default=16, help="(image, t) pairs per forward/backward pass in (b): "
-                   "bounds activation memory (the digits default of 256 does not fit SD1.5 in 24 GB of RAM)")
+    p.add_argument("--chunk", type=int, default=8, help="(image, t) pairs per forward/backward pass in (b) and "
+                   "(d), as PAPA Update's pairs_per_pass (default 8): bounds activation memory")
+    p.add_argument("--b-mode", choices=["round", "pairs"], help="(b): time a real round, or count its passes "
+                   "and time one pass of --chunk pairs (default: pairs on CPU, round on GPU)")
     p.add_argument("--part", choices=["a", "b", "c", "d"], help=argparse.SUPPRESS)
-    p.add_argument("--parts", default="abc", help="which parts to run (d = the ablation)")
+    p.add_argument("--parts", default="abcd", help="which parts to run (d = the ablation)")
     a = p.parse_args()
+    a.b_mode = a.b_mode or ("round" if a.device == "cuda" else "pairs")
     if a.part:
         fn = {"a": part_reference, "b": part_default, "c": part_noise, "d": part_ablation}[a.part]
         print("RESULT " + json.dumps(fn(a)), flush=True)
@@ -276,25 +366,38 @@ def main() -> None:
         print(f"part {part} ({time.perf_counter() - t0:.0f}s): {json.dumps(results[part])}", flush=True)
     dev = torch.cuda.get_device_name(0) if a.device == "cuda" else f"CPU ({os.cpu_count()} cores)"
     print(f"\n{a.arch} UNet, {a.latent}x{a.latent} latent, {a.images} images per round, device: {dev}")
-    if "a" in results and "b" in results:
-        ra, rb = results["a"], results["b"]
-        print(f"(a) reference: {ra['round_seconds_extrapolated']:.1f} s/round (extrapolated from "
-              f"{ra['timed_timesteps']} timed timesteps x {ra['seconds_per_timestep']:.3f} s, x1000 x {a.images} images "
-              f"+ Adam), peak {ra['peak_gib']:.2f} GiB")
-        print(f"(b) default:   {rb['round_seconds']:.2f} s/round ({rb['timesteps']} timestep-evaluations with grad, "
-              f"{rb['forward_passes']} forward passes), peak {rb['peak_gib']:.2f} GiB")
-    if "d" in results:
-        rd = results["d"]
-        print(f"(d) per (image, timestep) with gradient: all weights one at a time {rd['full_unbatched_s']:.3f} s, "
-              f"LoRA-only one at a time {rd['lora_unbatched_s']:.3f} s, LoRA-only {rd['batch']} batched "
-              f"{rd['lora_batched_s']:.3f} s, + gradient checkpointing {rd['lora_batched_checkpointing_s']:.3f} s")
+    ra, rb, rd = results.get("a"), results.get("b"), results.get("d")
+    if ra:
+        print(f"(a) reference: {ra['round_seconds_extrapolated']:.1f} s/round (extrapolated: {ra['timed_timesteps']} "
+              f"timed timesteps x {ra['seconds_per_timestep']:.3f} s, x1000 x {a.images} images, + {a.images} Adam "
+              f"steps x {ra['adam_step_seconds']:.2f} s), peak {ra['peak_gib']:.2f} GiB")
+    if rb:
+        for r, rr in rb["rounds"].items():
+            how = ("measured" if rb["mode"] == "round" else
+                   f"extrapolated: {rr['no_grad_passes']} pairs without gradient x {rb['no_grad_pair_seconds']:.3f} s + "
+                   f"{rr['timesteps']} with gradient x {rb['grad_pair_seconds']:.3f} s (one pass of {a.chunk} pairs "
+                   f"each) + {rr['steps']} AdamW steps x {rb['adam_step_seconds']:.3f} s")
+            print(f"(b) default, round {r}: {rr['seconds']:.2f} s ({how}); {rr['images_trained']} images trained "
+                  f"(with replay), {rr['steps']} steps, {rr['timesteps']} (image, t) pairs with gradient, "
+                  f"{rr['forward_passes']} forward passes")
+        print(f"(b) peak {rb['peak_gib']:.2f} GiB" + (f"; warm-up round 0: {rb['warmup_round_seconds']:.2f} s"
+                                                     if rb["mode"] == "round" else ""))
+        print(f"(a)/(b): round 1 {ra['round_seconds_extrapolated'] / rb['rounds']['1']['seconds']:.1f}x, "
+              f"round 3 (steady state, reported below) {ra['round_seconds_extrapolated'] / rb['round_seconds']:.1f}x"
+              if ra else "")
+    if rd:
+        full = f"{ra['seconds_per_timestep']:.3f}" if ra else "?"
+        line = (f"(d) s per (image, t) with gradient: all weights, one at a time {full}; LoRA only, one at a time "
+                f"{rd['lora_unbatched_s']:.3f}; LoRA only, {rd['batch']} batched {rd['lora_batched_s']:.3f}")
+        if "lora_batched_bf16_s" in rd:
+            line += f" (fp32; with bf16 autocast {rd['lora_batched_bf16_s']:.3f})"
+        print(line + f"; + gradient checkpointing {rd['lora_batched_checkpointing_s']:.3f}; peak {rd['peak_gib']:.2f} GiB")
     rel = results.get("c", {}).get("rel_std", float("nan"))
     if "c" in results:
         rc = results["c"]
         print(f"(c) noise of {rc['estimator']} m={rc['m']} on {rc['model']}: rel. std {rel:.3f}, "
               f"mean cosine {rc['mean_cosine']:.3f} over {rc['draws']} draws")
-    ratio = results["a"]["round_seconds_extrapolated"] / results["b"]["round_seconds"] if "a" in results and \
-        "b" in results else float("nan")
+    ratio = ra["round_seconds_extrapolated"] / rb["round_seconds"] if ra and rb else float("nan")
     print(f"speedup {ratio:.1f}x noise {rel:.3f}")
 
 

@@ -316,7 +316,8 @@ class PAPAUpdate:
                                        "less memory, slower."}),
             "pairs_per_pass": ("INT", {"default": 8, "min": 1, "max": 256, "tooltip": "(image, timestep) pairs per "
                                "forward/backward pass: more is faster but needs more memory; lower it if the update "
-                               "runs out of GPU memory. The result does not depend on it."}),
+                               "runs out of GPU memory. The result does not depend on it. At or above timesteps_per_image each image "
+                               "fits one pass, which saves one of its three forward passes."}),
         }}
 
     @classmethod

@@ -61,6 +61,8 @@ class ObjectiveConfig:
             every drawn t) or ``none``.
         model_term_on: images the model term applies to: ``liked`` (reference), ``disliked`` or ``all``.
         positive_only: treat dislikes as neutral (the reference's ``full_exploitation: False``).
+        liked_weight: scales the preference term of liked images against disliked ones (1 = equal;
+            ``linear`` and ``anchored``).
         weighting: ``elbo`` (w_t, PAPA) or ``uniform`` (plain denoising loss, the liked-only baseline).
         t0_weight: ``decoder`` (our w_0 = 1/α_0) or ``reference_wraparound`` (the reference's accident).
         shared_noise: one ε per image for all of its timesteps (the reference) or a fresh ε per t.
@@ -78,6 +80,7 @@ class ObjectiveConfig:
     model_term: str = "reference_last_t"
     model_term_on: str = "liked"
     positive_only: bool = False
+    liked_weight: float = 1.0
     weighting: str = "elbo"
     t0_weight: str = "decoder"
     shared_noise: bool = True
@@ -96,7 +99,7 @@ class ObjectiveConfig:
         choose("t0_weight", ("decoder", "reference_wraparound"))
         if self.estimator not in estimators.ESTIMATORS:
             raise PapaError(f"estimator must be one of {sorted(estimators.ESTIMATORS)}, got {self.estimator!r}")
-        for name in ("pref_coef", "model_coef", "beta"):
+        for name in ("pref_coef", "model_coef", "beta", "liked_weight"):
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
                 raise PapaError(f"{name} must be a finite number ≥ 0, got {v!r}")
@@ -270,7 +273,7 @@ def accumulate_gradients(
     need_delta = cfg.loss in ("anchored", "dpo")
 
     a_bar = denoiser.schedule.alphas_cumprod
-    chunks = [torch.arange(s, min(s + cfg.max_batch, n)) for s in range(0, n, cfg.max_batch)]
+    chunks, whole = _chunks(pi, cfg.max_batch)
 
     def inputs(idx: torch.Tensor):
         i, t = pi[idx], pt[idx]
@@ -290,10 +293,11 @@ def accumulate_gradients(
     eps_base_store: dict[int, torch.Tensor] = {}
     g_theta = torch.full((n,), float("nan"), dtype=torch.float64)
 
-    # 3. Pass A (no gradient): θ* errors (for Δ and the model term) and, when several chunks are
-    #    needed for a bounded loss, θ errors too, so the per-image coefficients are known before
-    #    the gradient pass.
-    two_pass = need_delta and len(chunks) > 1
+    # 3. Pass A (no gradient): θ* errors (for Δ and the model term) and, when a bounded loss needs
+    #    an image's coefficient before its chunk's backward (an image split over chunks, or DPO's
+    #    coupling of images), θ errors too. With whole images per chunk the gradient pass's own
+    #    forward gives the coefficients of the images it holds: one forward pass fewer per pair.
+    two_pass = need_delta and len(chunks) > 1 and (cfg.loss == "dpo" or not whole)
     if need_delta or need_model:
         with torch.no_grad():
             for ci, idx in enumerate(chunks):
@@ -321,19 +325,20 @@ def accumulate_gradients(
         ysum = torch.zeros(b, dtype=torch.float64).index_add_(0, pi, pc * g_theta_full)
         a = torch.zeros(b, dtype=torch.float64)
         value = 0.0
+        side = torch.where(y > 0, torch.full_like(y, cfg.liked_weight), torch.ones_like(y))
         if cfg.loss == "linear":
-            a = cfg.pref_coef * y
-            value = float((cfg.pref_coef * y * ysum).sum()) / b
+            a = cfg.pref_coef * side * y
+            value = float((cfg.pref_coef * side * y * ysum).sum()) / b
         elif cfg.loss == "anchored":
             for i in active:
                 bounded = cfg.anchored_on == "both" or y[i] < 0
                 if bounded:
                     z = cfg.beta * y[i] * delta[i]
-                    a[i] = cfg.pref_coef * y[i] * torch.sigmoid(z)
-                    value += cfg.pref_coef * float(torch.nn.functional.softplus(z)) / max(cfg.beta, 1e-12)
+                    a[i] = cfg.pref_coef * side[i] * y[i] * torch.sigmoid(z)
+                    value += cfg.pref_coef * float(side[i] * torch.nn.functional.softplus(z)) / max(cfg.beta, 1e-12)
                 else:
-                    a[i] = cfg.pref_coef * y[i]
-                    value += cfg.pref_coef * float(y[i] * delta[i])
+                    a[i] = cfg.pref_coef * side[i] * y[i]
+                    value += cfg.pref_coef * float(side[i] * y[i] * delta[i])
             value /= b
         else:  # dpo over all (liked, disliked) pairs: softplus(β(Δ_w − Δ_l))/β, weighted by |y_w·y_l|
             liked = [i for i in active if y[i] > 0]
@@ -366,7 +371,7 @@ def accumulate_gradients(
         forward_passes += len(idx)
         err = _mse(et, eps)
         g_theta_b[idx] = err.detach().double().cpu()
-        if a is None:  # single chunk, bounded loss: coefficients from this very forward pass
+        if need_delta and not two_pass:  # whole images in this chunk: their coefficients are exact now
             a, delta, pref_value = coefficients(g_theta_b)
         coef = (a[pi[idx]] * pc[idx] / b).to(device, torch.float32)
         surrogate = (coef * err).sum()
@@ -382,7 +387,8 @@ def accumulate_gradients(
         if surrogate.requires_grad:
             surrogate.backward()
     if cfg.loss == "linear":  # the value needs the gradient pass's errors
-        pref_value = float((cfg.pref_coef * y * torch.zeros(b, dtype=torch.float64).index_add_(
+        side = torch.where(y > 0, torch.full_like(y, cfg.liked_weight), torch.ones_like(y))
+        pref_value = float((cfg.pref_coef * side * y * torch.zeros(b, dtype=torch.float64).index_add_(
             0, pi, pc * g_theta_b)).sum()) / b
     return ObjectiveResult(
         loss=pref_value + model_value,
@@ -392,6 +398,25 @@ def accumulate_gradients(
         forward_passes=forward_passes,
         delta=[float(v) for v in delta],
     )
+
+
+def _chunks(pi: torch.Tensor, max_batch: int) -> tuple[list[torch.Tensor], bool]:
+    """Split the pairs (sorted by image ``pi``) into forward passes of at most ``max_batch`` pairs.
+
+    Whole images per chunk when every image fits in one (returns True); otherwise fixed-size chunks.
+    """
+    n = len(pi)
+    counts = torch.unique_consecutive(pi, return_counts=True)[1].tolist()
+    if max(counts) > max_batch:
+        return [torch.arange(s, min(s + max_batch, n)) for s in range(0, n, max_batch)], False
+    chunks, start, size = [], 0, 0
+    for c in counts:
+        if size + c > max_batch:
+            chunks.append(torch.arange(start, start + size))
+            start, size = start + size, 0
+        size += c
+    chunks.append(torch.arange(start, start + size))
+    return chunks, True
 
 
 def _mse(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

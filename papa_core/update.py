@@ -41,6 +41,11 @@ class UpdateConfig:
         shuffle: draw the images of each step at random (False: in order, as the reference).
         replay: train on earlier rounds' feedback too: ``none`` or ``all``.
         replay_rounds: with replay, only this many previous rounds (0 = all).
+        newest_every_step: every step trains on all of the new round's labelled images, the rest of
+            ``images_per_step`` drawn from the replayed ones (False: all drawn from the whole pool, so
+            the new round's share shrinks as the history grows).
+        lr_decay_rounds: h > 0 scales the learning rate by h / (h + n), n = rounds already trained on
+            (0 = constant). The later rounds refine rather than move the LoRA.
         grad_clip: max global L2 norm of the LoRA gradient (None = no clipping).
         autocast: ``auto`` (bf16 on CUDA when supported, else off), ``bf16``, ``fp16`` or ``none``.
         seed: seeds timesteps, noise and image order (combined with the session version).
@@ -55,6 +60,8 @@ class UpdateConfig:
     shuffle: bool = True
     replay: str = "all"
     replay_rounds: int = 0
+    newest_every_step: bool = False
+    lr_decay_rounds: int = 0
     grad_clip: Optional[float] = 1.0
     autocast: str = "auto"
     seed: int = 0
@@ -73,6 +80,8 @@ class UpdateConfig:
             raise PapaError(f"replay must be 'none' or 'all', got {self.replay!r}")
         if self.autocast not in ("auto", *AUTOCAST):
             raise PapaError(f"autocast must be one of auto/bf16/fp16/none, got {self.autocast!r}")
+        if not isinstance(self.lr_decay_rounds, int) or self.lr_decay_rounds < 0:
+            raise PapaError(f"lr_decay_rounds must be an integer ≥ 0 (0 = constant lr), got {self.lr_decay_rounds!r}")
         if self.grad_clip is not None and not self.grad_clip > 0:
             raise PapaError(f"grad_clip must be positive or None, got {self.grad_clip!r}")
 
@@ -185,6 +194,48 @@ def _stack(items: list[tuple[Round, int]]):
     return x0, cond, y
 
 
+def effective_lr(config: UpdateConfig, session: Session) -> float:
+    """The learning rate of the session's next update (``lr_decay_rounds``)."""
+    h = config.lr_decay_rounds
+    return config.lr if h == 0 else config.lr * h / (h + session.update_count)
+
+
+def _step_choices(n: int, n_new: int, per_step: int, steps: int, shuffle: bool, g: torch.Generator):
+    """Yield, per optimizer step, the indices into the training items (the ``n_new`` newest last).
+
+    n_new == 0: a cursor walks a permutation of all items (reshuffled after each full pass). n_new > 0:
+    every step takes the new items (a random subset if they alone exceed ``per_step``) and fills up
+    from a cursor over the older ones.
+    """
+    if per_step == n:
+        while True:
+            yield list(range(n))
+    if n_new == 0:
+        order = torch.randperm(n, generator=g) if shuffle else torch.arange(n)
+        cursor = 0
+        while True:
+            chosen = [int(order[(cursor + j) % n]) for j in range(per_step)]
+            cursor += per_step
+            if cursor >= n and shuffle:
+                order, cursor = torch.randperm(n, generator=g), 0
+            yield chosen
+    n_old = n - n_new
+    new = list(range(n_old, n))
+    order = torch.randperm(n_old, generator=g) if shuffle else torch.arange(n_old)
+    cursor = 0
+    while True:
+        if n_new >= per_step:
+            pick = torch.randperm(n_new, generator=g)[:per_step] if shuffle else torch.arange(per_step)
+            yield [new[int(j)] for j in pick]
+            continue
+        fill = per_step - n_new
+        chosen = [int(order[(cursor + j) % n_old]) for j in range(fill)]
+        cursor += fill
+        if cursor >= n_old and shuffle:
+            order, cursor = torch.randperm(n_old, generator=g), 0
+        yield chosen + new
+
+
 def update(session: Session, denoiser: Denoiser, config: UpdateConfig = UpdateConfig(),
            progress: Optional[ProgressCallback] = None) -> UpdateStats:
     """Train the session's LoRA on its new feedback; returns the stats and saves nothing to disk.
@@ -203,7 +254,8 @@ def update(session: Session, denoiser: Denoiser, config: UpdateConfig = UpdateCo
     denoiser.set_lora_state(session.lora_state)
     params = denoiser.lora_parameters()
     opt_cls = OPTIMIZERS[config.optimizer]
-    kwargs = {"lr": config.lr}
+    lr = effective_lr(config, session)
+    kwargs = {"lr": lr}
     if config.optimizer == "adamw":
         kwargs["weight_decay"] = config.weight_decay
     opt = opt_cls(params, **kwargs)
@@ -219,21 +271,16 @@ def update(session: Session, denoiser: Denoiser, config: UpdateConfig = UpdateCo
     n = len(items)
     per_step = n if config.images_per_step is None else min(config.images_per_step, n)
     steps = config.steps if config.steps is not None else math.ceil(n / per_step)
-    order = torch.randperm(n, generator=g) if config.shuffle else torch.arange(n)
+    new_ids = {id(r) for r in new_rounds}
+    n_new = sum(1 for r, _ in items if id(r) in new_ids) if config.newest_every_step else 0
+    choices = _step_choices(n, n_new, per_step, steps, config.shuffle, g)
     autocast_dtype = _autocast_dtype(config.autocast, denoiser.device)
 
     losses, norms = [], []
     timesteps = forwards = 0
     try:
-        cursor = 0
         for step in range(steps):
-            if per_step == n:
-                chosen = list(range(n))
-            else:
-                chosen = [int(order[(cursor + j) % n]) for j in range(per_step)]
-                cursor += per_step
-                if cursor >= n and config.shuffle:
-                    order, cursor = torch.randperm(n, generator=g), 0
+            chosen = next(choices)
             x0, cond, y = _stack([items[j] for j in chosen])
             opt.zero_grad(set_to_none=True)
             res = accumulate_gradients(denoiser, x0, cond, y, config.objective, generator=g,
@@ -263,7 +310,7 @@ def update(session: Session, denoiser: Denoiser, config: UpdateConfig = UpdateCo
         raise
     stats = UpdateStats(rounds=[r.index for r in new_rounds], images=n, steps=steps, loss=losses, grad_norm=norms,
                         timesteps=timesteps, forward_passes=forwards, seconds=time.perf_counter() - t_start,
-                        lr=config.lr, objective=config.objective.loss)
+                        lr=lr, objective=config.objective.loss)
     session.apply_update(new_rounds, denoiser.get_lora_state(), optimizer_state_to_tensors(opt.state_dict()),
                          stats.to_dict())
     return stats

@@ -106,12 +106,17 @@ def test_anchored_gradient_is_gradient_of_its_value(tiny_denoiser):
     assert abs(res.loss - direct.item()) < 1e-5
     for a, b in zip(ours, _grads(d)):
         assert torch.allclose(a, b, rtol=1e-3, atol=1e-7)
-    # Chunked (two-pass) evaluation gives the same gradient as one pass.
-    _zero(d)
-    accumulate_gradients(d, x0, {}, y, ObjectiveConfig(**{**cfg.to_dict(), "max_batch": 5}),
-                         generator=torch.Generator().manual_seed(11))
-    for a, b in zip(ours, _grads(d)):
-        assert torch.allclose(a, b, rtol=1e-3, atol=1e-6)
+    assert res.forward_passes == 2 * res.timesteps  # θ* without gradient, θ with
+    # Chunked evaluation gives the same gradient and value as one pass: images split over chunks
+    # (max_batch 5 < m = 8) need an extra θ pass; whole images per chunk (max_batch 10, 16) do not.
+    for max_batch, passes in ((5, 3), (10, 2), (16, 2)):
+        _zero(d)
+        r = accumulate_gradients(d, x0, {}, y, ObjectiveConfig(**{**cfg.to_dict(), "max_batch": max_batch}),
+                                 generator=torch.Generator().manual_seed(11))
+        assert r.forward_passes == passes * r.timesteps, max_batch
+        assert abs(r.loss - res.loss) < 1e-6 and all(abs(u - v) < 1e-6 for u, v in zip(r.delta, res.delta))
+        for a, b in zip(ours, _grads(d)):
+            assert torch.allclose(a, b, rtol=1e-3, atol=1e-6), max_batch
 
 
 def test_neutral_gives_no_gradient_and_grades_scale(tiny_denoiser):
@@ -156,6 +161,25 @@ def test_dpo_pushes_liked_over_disliked(tiny_denoiser):
     assert abs(res.loss - float(torch.log(torch.tensor(2.0))) / cfg.beta) < 1e-6
 
 
+def test_dpo_chunked_equals_one_pass(tiny_denoiser):
+    # DPO couples images, so even whole-image chunks need the θ errors of every image first.
+    d = tiny_denoiser
+    randomize_lora(d, scale=0.05)
+    x0 = torch.randn(4, 1, 8, 8, generator=torch.Generator().manual_seed(6)).clamp(-1, 1)
+    y = torch.tensor([1.0, -1.0, 1.0, -1.0])
+    cfg = objective_preset("dpo", timesteps_per_image=4, beta=50.0)
+    _zero(d)
+    one = accumulate_gradients(d, x0, {}, y, cfg, generator=torch.Generator().manual_seed(2))
+    g1 = _grads(d)
+    _zero(d)
+    two = accumulate_gradients(d, x0, {}, y, ObjectiveConfig(**{**cfg.to_dict(), "max_batch": 8}),
+                               generator=torch.Generator().manual_seed(2))
+    assert two.forward_passes == 3 * two.timesteps and one.forward_passes == 2 * one.timesteps
+    assert abs(one.loss - two.loss) < 1e-6
+    for a, b in zip(g1, _grads(d)):
+        assert torch.allclose(a, b, rtol=1e-3, atol=1e-7)
+
+
 def test_bad_input_errors(tiny_denoiser):
     d = tiny_denoiser
     cfg = ObjectiveConfig(estimator="uniform", timesteps_per_image=2)
@@ -180,3 +204,24 @@ def test_nan_loss_is_reported(small_schedule):
     with pytest.raises(NonFiniteError, match="NaN or inf"):
         accumulate_gradients(d, torch.zeros(1, 1, 8, 8), {}, torch.tensor([1.0]),
                              ObjectiveConfig(estimator="uniform", timesteps_per_image=2, model_term="none"))
+
+
+def test_liked_weight_scales_only_the_liked_images(tiny_denoiser):
+    d = tiny_denoiser
+    randomize_lora(d, scale=0.05)
+    x0 = torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(8)).clamp(-1, 1)
+    cfg = ObjectiveConfig(loss="anchored", anchored_on="both", model_term="none", pref_coef=1.0,
+                          estimator="importance_stratified", timesteps_per_image=4)
+
+    def grads(y, **kw):
+        _zero(d)
+        r = accumulate_gradients(d, x0, {}, torch.tensor(y), ObjectiveConfig(**{**cfg.to_dict(), **kw}),
+                                 generator=torch.Generator().manual_seed(4))
+        return r.loss, _grads(d)
+
+    (l_like, g_like), (l_like3, g_like3) = grads([1.0, 0.0]), grads([1.0, 0.0], liked_weight=3.0)
+    assert abs(l_like3 - 3 * l_like) < 1e-6
+    for a, b in zip(g_like, g_like3):
+        assert torch.allclose(3 * a, b, rtol=1e-3, atol=1e-6)
+    (l_dis, g_dis), (l_dis3, g_dis3) = grads([0.0, -1.0]), grads([0.0, -1.0], liked_weight=3.0)
+    assert l_dis == l_dis3 and all(torch.equal(a, b) for a, b in zip(g_dis, g_dis3))

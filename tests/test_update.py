@@ -79,3 +79,36 @@ def test_config_validation():
         update_preset("fast-please")
     d = UpdateConfig().to_dict()
     assert UpdateConfig.from_dict(d) == UpdateConfig()
+
+
+def test_step_choices_keep_the_newest_round_in_every_step():
+    from papa_core.update import _step_choices
+
+    g = torch.Generator().manual_seed(0)
+    it = _step_choices(n=30, n_new=4, per_step=10, steps=9, shuffle=True, g=g)
+    steps = [next(it) for _ in range(9)]
+    assert all(len(c) == 10 and set(range(26, 30)) <= set(c) and len(set(c)) == 10 for c in steps)
+    # the older items are walked without repeats: 9 steps × 6 = 54 draws cover all 26 twice and more
+    olds = [i for c in steps for i in c if i < 26]
+    assert set(olds[:26]) == set(range(26))
+    # more new items than a step holds: a subset of the new ones only
+    it = _step_choices(n=30, n_new=12, per_step=10, steps=2, shuffle=True, g=g)
+    assert all(set(next(it)) <= set(range(18, 30)) for _ in range(2))
+    # the old walk (n_new = 0) is unchanged: a permutation per pass
+    it = _step_choices(n=12, n_new=0, per_step=4, steps=3, shuffle=True, g=torch.Generator().manual_seed(1))
+    assert sorted(sum((next(it) for _ in range(3)), [])) == list(range(12))
+
+
+def test_newest_every_step_and_lr_decay(tmp_path, tiny_denoiser):
+    _, s = _session(tmp_path, tiny_denoiser)
+    cfg = UpdateConfig(objective=ObjectiveConfig(timesteps_per_image=2), steps=2, images_per_step=4, lr=1e-2,
+                       newest_every_step=True, lr_decay_rounds=2)
+    assert update(s, tiny_denoiser, cfg).lr == pytest.approx(1e-2)
+    for k in range(2):
+        s.add_round(torch.zeros(2, 1, 8, 8), {}, [7, 8])
+        s.record_feedback([1, -1])
+        st = update(s, tiny_denoiser, cfg)
+    assert st.lr == pytest.approx(1e-2 * 2 / (2 + 2))  # two rounds trained on before this update
+    assert st.images == 3 + 2 + 2
+    with pytest.raises(PapaError, match="lr_decay_rounds"):
+        UpdateConfig(lr_decay_rounds=-1)

@@ -1,0 +1,21 @@
+"""The update-speed benchmark runs end to end (on a toy-width UNet), so a GPU run is not its first run."""
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_update_speed_round_mode_matches_counted_passes():
+    # --b-mode round runs the default update for real and asserts that its pass counts equal the
+    # PassCounter's, which is what the CPU (pairs) mode extrapolates from.
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "update_speed.py"), "--arch", "tiny", "--latent", "8",
+                          "--images", "2", "--ref-timesteps", "1", "--draws", "2", "--b-mode", "round", "--parts", "ab"],
+                         capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert out.returncode == 0, out.stderr[-3000:]
+    lines = out.stdout.strip().splitlines()
+    assert re.fullmatch(r"speedup \d+\.\dx noise nan", lines[-1]), lines[-1]
+    assert any(ln.startswith("(b) default, round 1:") and "(measured)" in ln for ln in lines)
+    assert any(ln.startswith("(b) default, round 3:") for ln in lines)
+    assert float(lines[-1].split()[1][:-1]) > 1  # the default is cheaper than the exact sum
