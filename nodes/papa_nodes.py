@@ -301,7 +301,8 @@ class PAPAUpdate:
                           "(ignored by PAPA)."}),
             "lr": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1.0, "step": 1e-5, "round": 1e-6, "tooltip":
                              f"Learning rate; 0 = the preset's (default {d.lr:g}, reference "
-                             f"{UPDATE_PRESETS['reference'].lr:g})."}),
+                             f"{UPDATE_PRESETS['reference'].lr:g}). The default preset scales it by "
+                             f"{d.lr_decay_rounds} / ({d.lr_decay_rounds} + rounds already trained)."}),
             "steps": ("INT", {"default": 0, "min": 0, "max": 1000, "tooltip": "Optimizer steps per update; 0 = the "
                               f"preset's (default {d.steps})."}),
             "timesteps_per_image": ("INT", {"default": 0, "min": 0, "max": 1000, "tooltip": "Timesteps drawn per "

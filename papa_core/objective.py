@@ -138,10 +138,10 @@ OBJECTIVE_PRESETS: dict[str, ObjectiveConfig] = {
     # The project's default (chosen on the digits benchmark, docs/benchmarks.md): EPAPA's split
     # (train on t ≥ k, sample t < k with the base model) with 16 importance-sampled timesteps per
     # image instead of the exact sum, bounded likes and dislikes anchored at θ*, and the
-    # model-similarity term on every drawn t of every image.
+    # model-similarity term on every drawn t of every image; likes pushed half as hard as dislikes.
     "default": ObjectiveConfig(estimator="importance_stratified", timesteps_per_image=16, k=400, loss="anchored",
                                anchored_on="both", beta=10.0, model_term="per_timestep", model_term_on="all",
-                               pref_coef=1.0, model_coef=0.3, max_batch=256),
+                               pref_coef=1.0, model_coef=0.3, liked_weight=0.5, max_batch=256),
 }
 
 
