@@ -14,4 +14,7 @@ python3 benchmarks/alignment.py --methods default liked_only dpo "$@" \
   --variant default_lr3e-3 default '{"lr": 3e-3}' \
   --variant default_beta30 default '{"objective": {"beta": 30.0}}' \
   --variant default_k200 default '{"objective": {"k": 200}}' \
-  --variant default_model_coef_1 default '{"objective": {"model_coef": 1.0}}'
+  --variant default_model_coef_1 default '{"objective": {"model_coef": 1.0}}' \
+  --variant default_constant_lr default '{"lr_decay_rounds": 0}' \
+  --variant default_liked_weight_1 default '{"objective": {"liked_weight": 1.0}}' \
+  --variant default_newest_every_step default '{"newest_every_step": true}'

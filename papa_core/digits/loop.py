@@ -29,7 +29,7 @@ FeedbackFn = Callable[[torch.Tensor, int], list[float]]
 
 @dataclass
 class LoopConfig:
-    """The online loop's settings (defaults: the demo's, ≈ 3–4 minutes on 2 CPU cores).
+    """The online loop's settings (defaults: the demo's, ≈ 4–5 minutes on 2 CPU cores).
 
     Attributes:
         rounds: feedback rounds.
