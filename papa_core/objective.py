@@ -230,6 +230,7 @@ def accumulate_gradients(
         y = y.clamp_min(0)
     b = x0.shape[0]
     w = elbo_or_uniform_weights(denoiser, cfg)
+    side = torch.where(y > 0, torch.full_like(y, cfg.liked_weight), torch.ones_like(y))  # liked_weight on likes
 
     # 1. The (image, t, c, noise) pairs. Neutral images take no part.
     active = [i for i in range(b) if y[i] != 0]
@@ -325,7 +326,6 @@ def accumulate_gradients(
         ysum = torch.zeros(b, dtype=torch.float64).index_add_(0, pi, pc * g_theta_full)
         a = torch.zeros(b, dtype=torch.float64)
         value = 0.0
-        side = torch.where(y > 0, torch.full_like(y, cfg.liked_weight), torch.ones_like(y))
         if cfg.loss == "linear":
             a = cfg.pref_coef * side * y
             value = float((cfg.pref_coef * side * y * ysum).sum()) / b
@@ -387,7 +387,6 @@ def accumulate_gradients(
         if surrogate.requires_grad:
             surrogate.backward()
     if cfg.loss == "linear":  # the value needs the gradient pass's errors
-        side = torch.where(y > 0, torch.full_like(y, cfg.liked_weight), torch.ones_like(y))
         pref_value = float((cfg.pref_coef * side * y * torch.zeros(b, dtype=torch.float64).index_add_(
             0, pi, pc * g_theta_b)).sum()) / b
     return ObjectiveResult(

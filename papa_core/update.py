@@ -80,6 +80,8 @@ class UpdateConfig:
             raise PapaError(f"replay must be 'none' or 'all', got {self.replay!r}")
         if self.autocast not in ("auto", *AUTOCAST):
             raise PapaError(f"autocast must be one of auto/bf16/fp16/none, got {self.autocast!r}")
+        if not isinstance(self.newest_every_step, bool):
+            raise PapaError(f"newest_every_step must be true or false, got {self.newest_every_step!r}")
         if not isinstance(self.lr_decay_rounds, int) or self.lr_decay_rounds < 0:
             raise PapaError(f"lr_decay_rounds must be an integer ≥ 0 (0 = constant lr), got {self.lr_decay_rounds!r}")
         if self.grad_clip is not None and not self.grad_clip > 0:
@@ -203,7 +205,7 @@ def effective_lr(config: UpdateConfig, session: Session) -> float:
     return config.lr if h == 0 else config.lr * h / (h + session.update_count)
 
 
-def _step_choices(n: int, n_new: int, per_step: int, steps: int, shuffle: bool, g: torch.Generator):
+def _step_choices(n: int, n_new: int, per_step: int, shuffle: bool, g: torch.Generator):
     """Yield, per optimizer step, the indices into the training items (the ``n_new`` newest last).
 
     n_new == 0: a cursor walks a permutation of all items (reshuffled after each full pass). n_new > 0:
@@ -276,7 +278,7 @@ def update(session: Session, denoiser: Denoiser, config: UpdateConfig = UpdateCo
     steps = config.steps if config.steps is not None else math.ceil(n / per_step)
     new_ids = {id(r) for r in new_rounds}
     n_new = sum(1 for r, _ in items if id(r) in new_ids) if config.newest_every_step else 0
-    choices = _step_choices(n, n_new, per_step, steps, config.shuffle, g)
+    choices = _step_choices(n, n_new, per_step, config.shuffle, g)
     autocast_dtype = _autocast_dtype(config.autocast, denoiser.device)
 
     losses, norms = [], []

@@ -85,17 +85,17 @@ def test_step_choices_keep_the_newest_round_in_every_step():
     from papa_core.update import _step_choices
 
     g = torch.Generator().manual_seed(0)
-    it = _step_choices(n=30, n_new=4, per_step=10, steps=9, shuffle=True, g=g)
+    it = _step_choices(n=30, n_new=4, per_step=10, shuffle=True, g=g)
     steps = [next(it) for _ in range(9)]
     assert all(len(c) == 10 and set(range(26, 30)) <= set(c) and len(set(c)) == 10 for c in steps)
     # the older items are walked without repeats: 9 steps × 6 = 54 draws cover all 26 twice and more
     olds = [i for c in steps for i in c if i < 26]
     assert set(olds[:26]) == set(range(26))
     # more new items than a step holds: a subset of the new ones only
-    it = _step_choices(n=30, n_new=12, per_step=10, steps=2, shuffle=True, g=g)
+    it = _step_choices(n=30, n_new=12, per_step=10, shuffle=True, g=g)
     assert all(set(next(it)) <= set(range(18, 30)) for _ in range(2))
     # the old walk (n_new = 0) is unchanged: a permutation per pass
-    it = _step_choices(n=12, n_new=0, per_step=4, steps=3, shuffle=True, g=torch.Generator().manual_seed(1))
+    it = _step_choices(n=12, n_new=0, per_step=4, shuffle=True, g=torch.Generator().manual_seed(1))
     assert sorted(sum((next(it) for _ in range(3)), [])) == list(range(12))
 
 
@@ -112,3 +112,5 @@ def test_newest_every_step_and_lr_decay(tmp_path, tiny_denoiser):
     assert st.images == 3 + 2 + 2
     with pytest.raises(PapaError, match="lr_decay_rounds"):
         UpdateConfig(lr_decay_rounds=-1)
+    with pytest.raises(PapaError, match="newest_every_step"):
+        UpdateConfig(newest_every_step="yes")
