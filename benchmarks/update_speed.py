@@ -1,7 +1,8 @@
 """Update latency and memory on Stable Diffusion 1.5's UNet: the reference way vs the project's default.
 
     python benchmarks/update_speed.py                      # CPU: 32×32 latent (< 10 minutes on 2 cores)
-    python benchmarks/update_speed.py --device cuda --latent 64 --sdxl   # GPU: 512 px SD1.5 + 1024 px SDXL
+    python benchmarks/update_speed.py --device cuda --latent 64          # GPU: 512 px SD1.5
+    python benchmarks/update_speed.py --device cuda --arch sdxl          # GPU: 1024 px SDXL (128×128 latent)
 
 Side by side in one run, each part in its own subprocess (so peak memory is per part), on the same
 random-weight UNet built from SD1.5's config (no download):
@@ -9,9 +10,10 @@ random-weight UNet built from SD1.5's config (no download):
       weights trainable, fp32, one Adam step per image. Timed on --ref-timesteps evenly spaced
       timesteps and extrapolated explicitly to 1000 per image.
   (b) default: the project's default update (its estimator and m, timesteps batched, LoRA only,
-      bf16 autocast on GPU) for round 1 (--images new images + round 0's replayed). On GPU a real
-      round, timed after a warm-up round; on CPU its passes are counted exactly and one pass of
-      --chunk pairs is timed without and with gradient, then extrapolated explicitly.
+      bf16 autocast on GPU) for round 1 (--images new images + round 0's replayed) and round 3 (the
+      steady state, replay filling every step). On GPU real rounds, after a warm-up round; on CPU
+      their passes are counted exactly and one pass of --chunk pairs is timed without and with
+      gradient, then extrapolated explicitly.
   (c) the default estimator's noise: relative std of the LoRA gradient against the exact sum
       (ε fixed per image, only the timestep draw varies). On CPU the exact sum over 1000 SD1.5
       steps is out of reach, so (c) there is measured on the trained digits model instead (say so).
@@ -49,13 +51,19 @@ SDXL = dict(sample_size=128, in_channels=4, out_channels=4, layers_per_block=2, 
 
 # SD1.5's block structure at toy width: only for smoke-testing this script (tests/test_benchmarks.py)
 TINY = dict(SD15, block_out_channels=(32, 32, 64, 64), layers_per_block=1, attention_head_dim=2)
+ARCHS = {"sd15": SD15, "sdxl": SDXL, "tiny": TINY}
+
+
+def latent_side(a) -> int:
+    """SDXL is measured at 1024 px (128×128 latent); the others at --latent."""
+    return 128 if a.arch == "sdxl" else a.latent
 
 
 def build(arch: str, device: str):
     from diffusers import UNet2DConditionModel
 
     torch.manual_seed(0)
-    cfg = {"sd15": SD15, "sdxl": SDXL, "tiny": TINY}[arch]
+    cfg = ARCHS[arch]
     return UNet2DConditionModel(**cfg).to(device), cfg["cross_attention_dim"]
 
 
@@ -88,7 +96,7 @@ def part_reference(a) -> dict:
     sch = DiffusionSchedule.scaled_linear()
     w = sch.elbo_weights()
     opt = torch.optim.Adam(unet.parameters(), lr=1e-5)
-    lat = 128 if a.arch == "sdxl" else a.latent
+    lat = latent_side(a)
     x0 = torch.randn(1, 4, lat, lat, device=a.device)
     eps = torch.randn_like(x0)
     cond = cond_for(a.arch, 1, ctx, a.device)
@@ -156,7 +164,7 @@ def default_config(a):
 
 
 def run_rounds(a, denoiser, lat: int, ctx: int, rounds: int = 2) -> list:
-    """Rounds 0..rounds-1 of 4 images (half liked), one default update each; returns (seconds, stats)."""
+    """Rounds 0..rounds-1 of --images images (half liked), one default update each; returns (seconds, stats)."""
     from papa_core.session import SessionStore
     from papa_core.update import update
     import tempfile
@@ -200,7 +208,7 @@ def lora_denoiser(a, checkpointing: bool = False):
 def time_pairs(a, d, ctx: int, n: int, grad: bool, autocast=None) -> float:
     """Seconds per (image, t) pair of one forward pass of n pairs through the LoRA'd UNet, as the
     objective makes them: without gradient (θ* or θ), or with gradient + backward into the LoRA."""
-    lat = 128 if a.arch == "sdxl" else a.latent
+    lat = latent_side(a)
     g = torch.Generator().manual_seed(n)
     x = torch.randn(n, 4, lat, lat, generator=g).to(a.device)
     t = torch.randint(0, 1000, (n,), generator=g).to(a.device)
@@ -228,8 +236,8 @@ def part_default(a) -> dict:
     (PassCounter), one forward pass of --chunk pairs is timed without and with gradient on the real
     UNet, and the rounds are extrapolated explicitly.
     """
-    lat = 128 if a.arch == "sdxl" else a.latent
-    counted = [st for _, st in run_rounds(a, PassCounter(), lat, 2048 if a.arch == "sdxl" else 768, 4)]
+    lat = latent_side(a)
+    counted = [st for _, st in run_rounds(a, PassCounter(), lat, ARCHS[a.arch]["cross_attention_dim"], 4)]
     out = {"part": "b", "mode": a.b_mode, "config": default_config(a).to_dict(), "rounds": {}}
     for r in (1, 3):
         st = counted[r]
@@ -288,7 +296,7 @@ def part_noise(a) -> dict:
         unet, ctx = build(a.arch, a.device)
         d = DiffusersDenoiser(unet, DiffusionSchedule.scaled_linear(), LoraConfig(rank=8, alpha=8.0, targets=a.targets))
         g = torch.Generator().manual_seed(0)
-        lat = 128 if a.arch == "sdxl" else a.latent
+        lat = latent_side(a)
         x0 = torch.randn(a.images, 4, lat, lat, generator=g)
         cond = cond_for(a.arch, a.images, ctx, "cpu")
         model = f"{a.arch} UNet (random weights)"
