@@ -9,6 +9,8 @@ both points, and whether the LoRA and the optimizer state stayed finite.
 from __future__ import annotations
 
 import argparse
+import ctypes
+import gc
 import json
 import os
 import sys
@@ -25,7 +27,18 @@ from papa_core.digits.loop import LoopConfig, run_loop  # noqa: E402
 from papa_core.session import SessionStore  # noqa: E402
 
 
+def _release_freed_memory() -> None:
+    """Collect garbage and hand glibc's freed-but-kept pages back, so RSS shows what is retained
+    (a leak), not where the allocator's free lists happen to stand after the last round."""
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: RSS then includes the allocator's slack
+        pass
+
+
 def rss_mib() -> float:
+    _release_freed_memory()
     with open("/proc/self/status") as f:
         for line in f:
             if line.startswith("VmRSS:"):
