@@ -160,7 +160,8 @@ def default_config(a):
     from papa_core.update import update_preset
 
     objective = {"max_batch": a.chunk, **({"timesteps_per_image": a.m} if a.m else {})}
-    return update_preset("default", objective=objective, **({"steps": a.steps} if a.steps else {}))
+    overrides = {k: v for k, v in (("steps", a.steps), ("images_per_step", a.images_per_step)) if v}
+    return update_preset("default", objective=objective, **overrides)
 
 
 def run_rounds(a, denoiser, lat: int, ctx: int, rounds: int = 2) -> list:
@@ -274,9 +275,9 @@ def part_default(a) -> dict:
 
 def part_noise(a) -> dict:
     from papa_core.diagnostics import estimator_noise
-    from papa_core.objective import OBJECTIVE_PRESETS, ObjectiveConfig
+    from papa_core.objective import ObjectiveConfig
 
-    default = OBJECTIVE_PRESETS["default"]
+    default = default_config(a).objective  # follows --m
     base = ObjectiveConfig(loss="linear", model_term="none", pref_coef=1.0, max_batch=a.max_batch,
                            k=default.k, weighting=default.weighting)
     if a.device == "cpu":
@@ -338,6 +339,7 @@ def main() -> None:
     p.add_argument("--targets", default="attention")
     p.add_argument("--steps", type=int, default=0, help="override the default's steps per round")
     p.add_argument("--m", type=int, default=0, help="override the default's timesteps per image")
+    p.add_argument("--images-per-step", type=int, default=0, help="override the default's images per step")
     p.add_argument("--checkpointing", action="store_true", help="gradient checkpointing in (b)")
     p.add_argument("--half-weights", action="store_true", help="bf16 base weights in (b) on GPU")
     p.add_argument("--draws", type=int, default=20)

@@ -108,8 +108,8 @@ UPDATE_PRESETS: dict[str, UpdateConfig] = {
                               images_per_step=1, shuffle=False, replay="none", grad_clip=None, lr_decay_rounds=0),
     "epapa": UpdateConfig(objective=OBJECTIVE_PRESETS["epapa"], optimizer="adam", lr=1e-4, steps=None,
                           images_per_step=1, shuffle=False, replay="none", grad_clip=None, lr_decay_rounds=0),
-    # Baselines: the same budget as the default (4 steps of 12 images, 16 timesteps each, replay),
-    # at the constant lr they were measured with.
+    # Baselines: the budget of the m = 16 default they were compared with (4 steps of 12 images, 16
+    # timesteps each, replay), at the constant lr they were measured with.
     "liked_only": UpdateConfig(objective=OBJECTIVE_PRESETS["liked_only"], lr_decay_rounds=0),
     "dpo": UpdateConfig(objective=OBJECTIVE_PRESETS["dpo"], lr_decay_rounds=0),
     # The project's default (docs/benchmarks.md §3.2–3.4): lr 5e-3 decaying as 20 / (20 + rounds

@@ -12,6 +12,7 @@ from typing import Callable, Optional
 import torch
 
 from ..denoiser import DiffusersDenoiser
+from ..errors import SessionMismatch
 from ..lora import LoraConfig
 from ..sampling import sample
 from ..schedule import DiffusionSchedule
@@ -145,7 +146,11 @@ def run_loop(cfg: LoopConfig, store: SessionStore, session_name: str, feedback_f
     d = world.denoiser
     if store.exists(session_name):
         old = store.get(session_name)
-        old.check_compatible(d.fingerprint, d.lora_config)
+        try:
+            old.check_compatible(d.fingerprint, d.lora_config)
+        except SessionMismatch as e:  # e.g. a demo folder left by an older version of the digits model
+            raise SessionMismatch(f"{e} The folder {store.folder(session_name)} holds a run of another digits "
+                                  "model or LoRA setup: delete it, or write this run elsewhere (demo: --out).") from None
         old.reset()
         store.save(old)
         session = old
