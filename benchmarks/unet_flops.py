@@ -55,8 +55,8 @@ def main() -> None:
     for q in unet.parameters():
         q.requires_grad_(True)
     full_tf = count(lambda: (unet(x, t, **kw).sample - x).pow(2).mean().backward())
-    print(f"{a.arch} UNet, {lat}x{lat} latent, TFLOP per (image, t) pair: forward without gradient {no_grad_tf:.3f}; "
-          f"forward + backward into the LoRA {lora_tf:.3f}; forward + backward into all weights {full_tf:.3f}")
+    print(f"{a.arch} UNet, {lat}x{lat} latent, TFLOP per (image, t) pair: forward without gradient {no_grad_tf:.4g}; "
+          f"forward + backward into the LoRA {lora_tf:.4g}; forward + backward into all weights {full_tf:.4g}")
 
 
 if __name__ == "__main__":

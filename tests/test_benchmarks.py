@@ -19,3 +19,13 @@ def test_update_speed_round_mode_matches_counted_passes():
     assert any(ln.startswith("(b) default, round 1:") and "(measured)" in ln for ln in lines)
     assert any(ln.startswith("(b) default, round 3:") for ln in lines)
     assert float(lines[-1].split()[1][:-1]) > 1  # the default is cheaper than the exact sum
+
+
+def test_unet_flops_orders_the_three_passes():
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "unet_flops.py"), "--arch", "tiny", "--latent", "8"],
+                         capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert out.returncode == 0, out.stderr[-3000:]
+    nums = [float(x) for x in re.findall(r"(\d+(?:\.\d+)?(?:e-?\d+)?)", out.stdout.strip().splitlines()[-1].split("pair:")[1])]
+    assert len(nums) == 3, out.stdout
+    no_grad, lora, full = nums
+    assert 0 < no_grad < lora < full  # a backward costs more than a forward; all-weight grads more than LoRA's
