@@ -1,7 +1,7 @@
 """Arithmetic per (image, timestep) pair on SD-sized UNets, counted by torch's FLOP counter.
 
     python benchmarks/unet_flops.py                     # SD1.5 at 512 px (64×64 latent)
-    python benchmarks/unet_flops.py --arch sdxl         # SDXL at 1024 px
+    python benchmarks/unet_flops.py --arch sdxl         # SDXL at 1024 px (heavy on a CPU; not run here)
 
 Counts, not timings: a machine-independent lower bound for a round (pairs × FLOPs / peak FLOP/s)
 where no GPU was at hand to time one. Random weights, built from the config as in update_speed.py.
