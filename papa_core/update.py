@@ -205,6 +205,22 @@ def effective_lr(config: UpdateConfig, session: Session) -> float:
     return config.lr if h == 0 else config.lr * h / (h + session.update_count)
 
 
+def _cyclic_taker(m: int, shuffle: bool, g: torch.Generator) -> Callable[[int], list[int]]:
+    """take(k): the next k of m indices from a cursor over a permutation, reshuffled after each full pass."""
+    order = torch.randperm(m, generator=g) if shuffle else torch.arange(m)
+    cursor = 0
+
+    def take(k: int) -> list[int]:
+        nonlocal order, cursor
+        chosen = [int(order[(cursor + j) % m]) for j in range(k)]
+        cursor += k
+        if cursor >= m and shuffle:
+            order, cursor = torch.randperm(m, generator=g), 0
+        return chosen
+
+    return take
+
+
 def _step_choices(n: int, n_new: int, per_step: int, shuffle: bool, g: torch.Generator):
     """Yield, per optimizer step, the indices into the training items (the ``n_new`` newest last).
 
@@ -216,29 +232,18 @@ def _step_choices(n: int, n_new: int, per_step: int, shuffle: bool, g: torch.Gen
         while True:
             yield list(range(n))
     if n_new == 0:
-        order = torch.randperm(n, generator=g) if shuffle else torch.arange(n)
-        cursor = 0
+        take = _cyclic_taker(n, shuffle, g)
         while True:
-            chosen = [int(order[(cursor + j) % n]) for j in range(per_step)]
-            cursor += per_step
-            if cursor >= n and shuffle:
-                order, cursor = torch.randperm(n, generator=g), 0
-            yield chosen
+            yield take(per_step)
     n_old = n - n_new
     new = list(range(n_old, n))
-    order = torch.randperm(n_old, generator=g) if shuffle else torch.arange(n_old)
-    cursor = 0
+    take_old = _cyclic_taker(n_old, shuffle, g)
     while True:
         if n_new >= per_step:
             pick = torch.randperm(n_new, generator=g)[:per_step] if shuffle else torch.arange(per_step)
             yield [new[int(j)] for j in pick]
-            continue
-        fill = per_step - n_new
-        chosen = [int(order[(cursor + j) % n_old]) for j in range(fill)]
-        cursor += fill
-        if cursor >= n_old and shuffle:
-            order, cursor = torch.randperm(n_old, generator=g), 0
-        yield chosen + new
+        else:
+            yield take_old(per_step - n_new) + new
 
 
 def update(session: Session, denoiser: Denoiser, config: UpdateConfig = UpdateConfig(),
