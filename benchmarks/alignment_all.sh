@@ -18,4 +18,5 @@ python3 benchmarks/alignment.py --methods default liked_only dpo "$@" \
   --variant default_constant_lr default '{"lr_decay_rounds": 0}' \
   --variant default_liked_weight_1 default '{"objective": {"liked_weight": 1.0}}' \
   --variant default_newest_every_step default '{"newest_every_step": true}' \
-  --variant default_m16 default '{"objective": {"timesteps_per_image": 16}}'
+  --variant default_m16 default '{"objective": {"timesteps_per_image": 16}}' \
+  --variant default_fp32 default '{"autocast": "none"}'

@@ -10,15 +10,17 @@ random-weight UNet built from SD1.5's config (no download):
       weights trainable, fp32, one Adam step per image. Timed on --ref-timesteps evenly spaced
       timesteps and extrapolated explicitly to 1000 per image.
   (b) default: the project's default update (its estimator and m, timesteps batched, LoRA only,
-      bf16 autocast on GPU) for round 1 (--images new images + round 0's replayed) and round 3 (the
-      steady state, replay filling every step). On GPU real rounds, after a warm-up round; on CPU
-      their passes are counted exactly and one pass of --chunk pairs is timed without and with
-      gradient, then extrapolated explicitly.
+      bf16 autocast where the device has bf16 in hardware: GPU, or a CPU with AVX512-BF16/AMX) for
+      round 1 (--images new images + round 0's replayed) and round 3 (the steady state, replay
+      filling every step). On GPU real rounds, after a warm-up round; on CPU their passes are
+      counted exactly and one pass of --chunk pairs is timed without and with gradient, then
+      extrapolated explicitly (and, when the default autocasts, also in fp32).
   (c) the default estimator's noise: relative std of the LoRA gradient against the exact sum
       (ε fixed per image, only the timestep draw varies). On CPU the exact sum over 1000 SD1.5
       steps is out of reach, so (c) there is measured on the trained digits model instead (say so).
-  (d) the ablation: per (image, t) with gradient, what LoRA-only backward, batching, autocast (GPU)
-      and gradient checkpointing each change.
+      The draws run under the default's autocast, the exact sum in fp32.
+  (d) the ablation: per (image, t) with gradient, what LoRA-only backward, batching, bf16 autocast
+      (where the device has it) and gradient checkpointing each change.
 The last line is exactly ``speedup <ratio>x noise <relstd>``.
 """
 from __future__ import annotations
@@ -160,8 +162,19 @@ def default_config(a):
     from papa_core.update import update_preset
 
     objective = {"max_batch": a.chunk, **({"timesteps_per_image": a.m} if a.m else {})}
-    overrides = {k: v for k, v in (("steps", a.steps), ("images_per_step", a.images_per_step)) if v}
+    overrides = {k: v for k, v in (("steps", a.steps), ("images_per_step", a.images_per_step),
+                                   ("autocast", a.autocast)) if v}
     return update_preset("default", objective=objective, **overrides)
+
+
+def default_autocast(a, device) -> "torch.dtype | None":
+    from papa_core.update import resolve_autocast
+
+    return resolve_autocast(default_config(a).autocast, torch.device(device))
+
+
+def dtype_name(dtype) -> str:
+    return "fp32" if dtype is None else str(dtype).replace("torch.", "").replace("bfloat16", "bf16").replace("float16", "fp16")
 
 
 def run_rounds(a, denoiser, lat: int, ctx: int, rounds: int = 2) -> list:
@@ -246,7 +259,9 @@ def part_default(a) -> dict:
                             "no_grad_passes": st.forward_passes - st.timesteps, "steps": st.steps,
                             "images_trained": st.images}
     d, unet, ctx = lora_denoiser(a, a.checkpointing)
+    ac = default_autocast(a, a.device)
     out["lora_params"] = sum(p.numel() for p in d.lora_parameters())
+    out["autocast"] = dtype_name(ac)
     if a.b_mode == "round":
         timed = run_rounds(a, d, lat, ctx, 4)
         for r in (1, 3):
@@ -255,10 +270,13 @@ def part_default(a) -> dict:
             out["rounds"][str(r)]["seconds"] = sec
         out.update(warmup_round_seconds=timed[0][0], peak_gib=peak_memory(a.device))
     else:
-        time_pairs(a, d, ctx, 2, False)  # warm-up
-        time_pairs(a, d, ctx, 2, True)
-        ng = time_pairs(a, d, ctx, a.chunk, False)
-        gr = time_pairs(a, d, ctx, a.chunk, True)
+        def per_pair(autocast):
+            time_pairs(a, d, ctx, 2, False, autocast)  # warm-up
+            time_pairs(a, d, ctx, 2, True, autocast)
+            return time_pairs(a, d, ctx, a.chunk, False, autocast), time_pairs(a, d, ctx, a.chunk, True, autocast)
+
+        ng, gr = per_pair(ac)
+        ng32, gr32 = per_pair(None) if ac is not None else (ng, gr)
         opt = torch.optim.AdamW(d.lora_parameters(), lr=1e-3)
         for p in d.lora_parameters():
             p.grad = torch.zeros_like(p)
@@ -267,7 +285,9 @@ def part_default(a) -> dict:
         adam = time.perf_counter() - t0
         for rd in out["rounds"].values():
             rd["seconds"] = rd["no_grad_passes"] * ng + rd["timesteps"] * gr + rd["steps"] * adam
+            rd["seconds_fp32"] = rd["no_grad_passes"] * ng32 + rd["timesteps"] * gr32 + rd["steps"] * adam
         out.update(no_grad_pair_seconds=ng, grad_pair_seconds=gr, adam_step_seconds=adam,
+                   no_grad_pair_seconds_fp32=ng32, grad_pair_seconds_fp32=gr32,
                    peak_gib=peak_memory(a.device))
     out["round_seconds"] = out["rounds"]["3"]["seconds"]
     return out
@@ -305,22 +325,38 @@ def part_noise(a) -> dict:
         for p in d.lora_parameters():
             p.add_(torch.randn(p.shape, generator=g).to(p.device) * 0.01)
     y = torch.tensor([1.0, -1.0] * (a.images // 2) + [1.0] * (a.images % 2))
-    _, reports = estimator_noise(d, x0, cond, y, base, [default.estimator], [default.timesteps_per_image], a.draws)
+    ac = default_autocast(a, d.device)
+    _, reports = estimator_noise(d, x0, cond, y, base, [default.estimator], [default.timesteps_per_image], a.draws,
+                                 autocast_dtype=ac)
     r = reports[0]
-    return {"part": "c", "model": model, "estimator": r.estimator, "m": r.timesteps_per_image,
-            "rel_std": r.rel_std, "mean_cosine": r.mean_cosine, "draws": a.draws}
+    out = {"part": "c", "model": model, "estimator": r.estimator, "m": r.timesteps_per_image,
+           "rel_std": r.rel_std, "mean_cosine": r.mean_cosine, "draws": a.draws, "autocast": dtype_name(ac)}
+    if ac is not None:  # autocast's own error: the full default objective, same draw, against fp32
+        from papa_core.diagnostics import lora_gradient
+
+        noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(0))
+        diffs = []
+        for s in range(3):
+            g32, gac = (lora_gradient(d, x0, cond, y, default, noise, torch.Generator().manual_seed(100 + s), dt)
+                        for dt in (None, ac))
+            diffs.append(float((gac - g32).norm() / g32.norm()))
+        out["autocast_rel_diff"] = diffs
+    return out
 
 
 def part_ablation(a) -> dict:
     """(d) What each choice buys, seconds per (image, timestep) with gradient: LoRA-only backward one
-    timestep at a time, --chunk timesteps batched, then with gradient checkpointing (and on GPU with
-    and without autocast). All weights one at a time is (a)."""
+    timestep at a time, --chunk timesteps batched, with bf16 autocast where the device has bf16 in
+    hardware, then with gradient checkpointing (fp32). All weights one at a time is (a)."""
+    from papa_core.update import native_bf16
+
     out = {"part": "d", "batch": a.chunk}
     d, unet, ctx = lora_denoiser(a)
     time_pairs(a, d, ctx, 1, True)  # warm-up
     out["lora_unbatched_s"] = sum(time_pairs(a, d, ctx, 1, True) for _ in range(2)) / 2
     out["lora_batched_s"] = time_pairs(a, d, ctx, a.chunk, True)
-    if a.device == "cuda":
+    if native_bf16(torch.device(a.device)):
+        time_pairs(a, d, ctx, 2, True, torch.bfloat16)
         out["lora_batched_bf16_s"] = time_pairs(a, d, ctx, a.chunk, True, torch.bfloat16)
     unet.enable_gradient_checkpointing()
     time_pairs(a, d, ctx, 2, True)
@@ -342,6 +378,8 @@ def main() -> None:
     p.add_argument("--images-per-step", type=int, default=0, help="override the default's images per step")
     p.add_argument("--checkpointing", action="store_true", help="gradient checkpointing in (b)")
     p.add_argument("--half-weights", action="store_true", help="bf16 base weights in (b) on GPU")
+    p.add_argument("--autocast", choices=["auto", "bf16", "fp16", "none"], help="override the default's autocast "
+                   "(auto: bf16 where the device has it in hardware)")
     p.add_argument("--draws", type=int, default=20)
     p.add_argument("--max-batch", type=int, default=64)
     p.add_argument("--chunk", type=int, default=8, help="(image, t) pairs per forward/backward pass in (b) and "
@@ -387,7 +425,10 @@ def main() -> None:
                    f"extrapolated: {rr['no_grad_passes']} pairs without gradient x {rb['no_grad_pair_seconds']:.3f} s + "
                    f"{rr['timesteps']} with gradient x {rb['grad_pair_seconds']:.3f} s (one pass of {a.chunk} pairs "
                    f"each) + {rr['steps']} AdamW steps x {rb['adam_step_seconds']:.3f} s")
-            print(f"(b) default, round {r}: {rr['seconds']:.2f} s ({how}); {rr['images_trained']} images trained "
+            if rb["mode"] == "pairs" and rb["autocast"] != "fp32":
+                how += (f"; in fp32 {rr['seconds_fp32']:.2f} s ({rb['no_grad_pair_seconds_fp32']:.3f} / "
+                        f"{rb['grad_pair_seconds_fp32']:.3f} s per pair)")
+            print(f"(b) default ({rb['autocast']}), round {r}: {rr['seconds']:.2f} s ({how}); {rr['images_trained']} images trained "
                   f"(with replay), {rr['steps']} steps, {rr['timesteps']} (image, t) pairs with gradient, "
                   f"{rr['forward_passes']} forward passes")
         print(f"(b) peak {rb['peak_gib']:.2f} GiB" + (f"; warm-up round 0: {rb['warmup_round_seconds']:.2f} s"
@@ -395,6 +436,10 @@ def main() -> None:
         print(f"(a)/(b): round 1 {ra['round_seconds_extrapolated'] / rb['rounds']['1']['seconds']:.1f}x, "
               f"round 3 (steady state, reported below) {ra['round_seconds_extrapolated'] / rb['round_seconds']:.1f}x"
               if ra else "")
+        if ra and "seconds_fp32" in rb["rounds"]["3"] and rb["autocast"] != "fp32":
+            print(f"(a)/(b) with (b) in fp32: round 1 "
+                  f"{ra['round_seconds_extrapolated'] / rb['rounds']['1']['seconds_fp32']:.1f}x, round 3 "
+                  f"{ra['round_seconds_extrapolated'] / rb['rounds']['3']['seconds_fp32']:.1f}x")
     if rd:
         full = f"{ra['seconds_per_timestep']:.3f}" if ra else "?"
         line = (f"(d) s per (image, t) with gradient: all weights, one at a time {full}; LoRA only, one at a time "
@@ -405,8 +450,10 @@ def main() -> None:
     rel = results.get("c", {}).get("rel_std", float("nan"))
     if "c" in results:
         rc = results["c"]
-        print(f"(c) noise of {rc['estimator']} m={rc['m']} on {rc['model']}: rel. std {rel:.3f}, "
-              f"mean cosine {rc['mean_cosine']:.3f} over {rc['draws']} draws")
+        print(f"(c) noise of {rc['estimator']} m={rc['m']} ({rc['autocast']}) on {rc['model']}: rel. std {rel:.3f}, "
+              f"mean cosine {rc['mean_cosine']:.3f} over {rc['draws']} draws" +
+              (f"; {rc['autocast']} against fp32 on the same draw (full default objective): rel. diff "
+               f"{min(rc['autocast_rel_diff']):.3f}-{max(rc['autocast_rel_diff']):.3f}" if "autocast_rel_diff" in rc else ""))
     ratio = ra["round_seconds_extrapolated"] / rb["round_seconds"] if ra and rb else float("nan")
     print(f"speedup {ratio:.1f}x noise {rel:.3f}")
 

@@ -47,7 +47,9 @@ class UpdateConfig:
         lr_decay_rounds: h > 0 scales the learning rate by h / (h + n), n = rounds already trained on
             (0 = constant). The later rounds refine rather than move the LoRA.
         grad_clip: max global L2 norm of the LoRA gradient (None = no clipping).
-        autocast: ``auto`` (bf16 on CUDA when supported, else off), ``bf16``, ``fp16`` or ``none``.
+        autocast: ``auto`` (bf16 where the device computes it natively: CUDA with bf16, or a CPU with
+            AVX512-BF16 or AMX; else off), ``bf16``, ``fp16`` or ``none``. The digits benchmark
+            aligns the same in bf16 as in fp32 (docs/benchmarks.md §3.5).
         seed: seeds timesteps, noise and image order (combined with the session version).
     """
 
@@ -145,11 +147,21 @@ class UpdateStats:
         return asdict(self)
 
 
-def _autocast_dtype(name: str, device: torch.device) -> Optional[torch.dtype]:
+def native_bf16(device: torch.device) -> bool:
+    """Whether ``device`` runs bf16 matrix products in hardware (so autocast to bf16 pays)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        # torch exposes these probes privately; an older or newer torch without them means "no".
+        probes = (getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
+        return any(probe is not None and bool(probe()) for probe in probes)
+    return False
+
+
+def resolve_autocast(name: str, device: torch.device) -> Optional[torch.dtype]:
+    """The autocast dtype an ``UpdateConfig.autocast`` setting means on ``device`` (None = off)."""
     if name == "auto":
-        if device.type == "cuda" and torch.cuda.is_bf16_supported():
-            return torch.bfloat16
-        return None
+        return torch.bfloat16 if native_bf16(device) else None
     return AUTOCAST[name]
 
 
@@ -284,7 +296,7 @@ def update(session: Session, denoiser: Denoiser, config: UpdateConfig = UpdateCo
     new_ids = {id(r) for r in new_rounds}
     n_new = sum(1 for r, _ in items if id(r) in new_ids) if config.newest_every_step else 0
     choices = _step_choices(n, n_new, per_step, config.shuffle, g)
-    autocast_dtype = _autocast_dtype(config.autocast, denoiser.device)
+    autocast_dtype = resolve_autocast(config.autocast, denoiser.device)
 
     losses, norms = [], []
     timesteps = forwards = 0

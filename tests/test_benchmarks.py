@@ -16,9 +16,23 @@ def test_update_speed_round_mode_matches_counted_passes():
     assert out.returncode == 0, out.stderr[-3000:]
     lines = out.stdout.strip().splitlines()
     assert re.fullmatch(r"speedup \d+\.\dx noise nan", lines[-1]), lines[-1]
-    assert any(ln.startswith("(b) default, round 1:") and "(measured)" in ln for ln in lines)
-    assert any(ln.startswith("(b) default, round 3:") for ln in lines)
+    assert any(re.match(r"\(b\) default \((fp32|bf16)\), round 1:", ln) and "(measured)" in ln for ln in lines)
+    assert any(re.match(r"\(b\) default \((fp32|bf16)\), round 3:", ln) for ln in lines)
     assert float(lines[-1].split()[1][:-1]) > 1  # the default is cheaper than the exact sum
+
+
+def test_update_speed_pairs_mode_reports_autocast_and_its_fp32_equivalent():
+    # The CPU mode extrapolates from timed passes; under autocast it also times them in fp32, so the
+    # report shows what autocast bought. --autocast bf16 forces that path on any CPU.
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "update_speed.py"), "--arch", "tiny", "--latent", "8",
+                          "--images", "2", "--ref-timesteps", "1", "--b-mode", "pairs", "--parts", "ab",
+                          "--autocast", "bf16"], capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert out.returncode == 0, out.stderr[-3000:]
+    lines = out.stdout.strip().splitlines()
+    round3 = next(ln for ln in lines if ln.startswith("(b) default (bf16), round 3:"))
+    assert "extrapolated" in round3 and "in fp32" in round3
+    fp32 = next(ln for ln in lines if ln.startswith("(a)/(b) with (b) in fp32:"))
+    assert [float(x) for x in re.findall(r"(\d+\.\d)x", fp32)][1] > 0
 
 
 def test_unet_flops_orders_the_three_passes():

@@ -114,3 +114,42 @@ def test_newest_every_step_and_lr_decay(tmp_path, tiny_denoiser):
         UpdateConfig(lr_decay_rounds=-1)
     with pytest.raises(PapaError, match="newest_every_step"):
         UpdateConfig(newest_every_step="yes")
+
+
+def test_auto_autocast_is_bf16_only_where_the_hardware_has_it(monkeypatch):
+    from papa_core import update as upd
+
+    cpu = torch.device("cpu")
+    for avx512, amx, want in ((True, False, torch.bfloat16), (False, True, torch.bfloat16), (False, False, None)):
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda v=avx512: v, raising=False)
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda v=amx: v, raising=False)
+        assert upd.resolve_autocast("auto", cpu) == want
+        assert upd.resolve_autocast("none", cpu) is None and upd.resolve_autocast("bf16", cpu) == torch.bfloat16
+    monkeypatch.delattr(torch.cpu, "_is_avx512_bf16_supported", raising=False)
+    monkeypatch.delattr(torch.cpu, "_is_amx_tile_supported", raising=False)
+    assert upd.resolve_autocast("auto", cpu) is None  # a torch without the probes: fp32
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    assert upd.resolve_autocast("auto", torch.device("cuda")) is None
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert upd.resolve_autocast("auto", torch.device("cuda")) == torch.bfloat16
+
+
+def test_bf16_autocast_gradient_agrees_with_fp32(tiny_denoiser):
+    # The same draw and noise, fp32 against bf16 autocast: the objective's gradient keeps its direction
+    # (Δ is a difference of two errors, so rounding could in principle swamp it).
+    from dataclasses import replace
+
+    from conftest import randomize_lora
+    from papa_core.diagnostics import lora_gradient
+
+    d = tiny_denoiser
+    randomize_lora(d, scale=0.05)
+    x0 = torch.randn(4, 1, 8, 8, generator=torch.Generator().manual_seed(0)).clamp(-1, 1)
+    y = torch.tensor([1.0, -1.0, 1.0, -1.0])
+    noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(1))
+    cfg = replace(update_preset("default").objective, k=20)  # the toy schedule has 50 steps
+    g32, g16 = (lora_gradient(d, x0, {}, y, cfg, noise, torch.Generator().manual_seed(2), dt)
+                for dt in (None, torch.bfloat16))
+    assert g32.norm() > 0
+    assert torch.nn.functional.cosine_similarity(g32, g16, dim=0) > 0.99  # 0.9999 seen
+    assert not torch.equal(g32, g16)  # autocast really ran in bf16
