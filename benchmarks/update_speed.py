@@ -3,6 +3,7 @@
     python benchmarks/update_speed.py                      # CPU: 32×32 latent (< 10 minutes on 2 cores)
     python benchmarks/update_speed.py --device cuda --latent 64          # GPU: 512 px SD1.5
     python benchmarks/update_speed.py --device cuda --arch sdxl          # GPU: 1024 px SDXL (128×128 latent)
+    COMFYUI_DIR=/path/to/ComfyUI python benchmarks/update_speed.py       # adds (e): through ComfyUI's model
 
 Side by side in one run, each part in its own subprocess (so peak memory is per part), on the same
 random-weight UNet built from SD1.5's config (no download):
@@ -21,7 +22,10 @@ random-weight UNet built from SD1.5's config (no download):
       The draws run under the default's autocast, the exact sum in fp32.
   (d) the ablation: per (image, t) with gradient, what LoRA-only backward, batching, bf16 autocast
       (where the device has it) and gradient checkpointing each change.
-The last line is exactly ``speedup <ratio>x noise <relstd>``.
+  (e) with COMFYUI_DIR set: (b) again through ComfyUI's own model of the same architecture
+      (``ComfyDenoiser``, the LoRA as weight wrappers, as PAPA Update runs it; fp32 weights on CPU,
+      fp16 weights with bf16 compute on GPU, as ComfyUI loads them), against the same (a).
+The last line is exactly ``speedup <ratio>x noise <relstd>`` ((a)/(b) at steady state).
 """
 from __future__ import annotations
 
@@ -177,8 +181,9 @@ def dtype_name(dtype) -> str:
     return "fp32" if dtype is None else str(dtype).replace("torch.", "").replace("bfloat16", "bf16").replace("float16", "fp16")
 
 
-def run_rounds(a, denoiser, lat: int, ctx: int, rounds: int = 2) -> list:
-    """Rounds 0..rounds-1 of --images images (half liked), one default update each; returns (seconds, stats)."""
+def run_rounds(a, denoiser, lat: int, cond, rounds: int = 2) -> list:
+    """Rounds 0..rounds-1 of --images images (half liked), one default update each; returns (seconds, stats).
+    ``cond(n, device)`` builds the conditioning the denoiser takes, batched n."""
     from papa_core.session import SessionStore
     from papa_core.update import update
     import tempfile
@@ -191,7 +196,7 @@ def run_rounds(a, denoiser, lat: int, ctx: int, rounds: int = 2) -> list:
         for r in range(rounds):
             g = torch.Generator().manual_seed(r)
             s.add_round(torch.randn(a.images, 4, lat, lat, generator=g), {k: v.cpu() for k, v in
-                        cond_for(a.arch, a.images, ctx, "cpu").items()}, list(range(a.images)))
+                        cond(a.images, "cpu").items()}, list(range(a.images)))
             s.record_feedback([1.0, -1.0] * (a.images // 2) + [1.0] * (a.images % 2))
             if a.device == "cuda":
                 torch.cuda.reset_peak_memory_stats()
@@ -219,14 +224,14 @@ def lora_denoiser(a, checkpointing: bool = False):
     return d, unet, ctx
 
 
-def time_pairs(a, d, ctx: int, n: int, grad: bool, autocast=None) -> float:
+def time_pairs(a, d, cond, n: int, grad: bool, autocast=None) -> float:
     """Seconds per (image, t) pair of one forward pass of n pairs through the LoRA'd UNet, as the
     objective makes them: without gradient (θ* or θ), or with gradient + backward into the LoRA."""
     lat = latent_side(a)
     g = torch.Generator().manual_seed(n)
     x = torch.randn(n, 4, lat, lat, generator=g).to(a.device)
     t = torch.randint(0, 1000, (n,), generator=g).to(a.device)
-    cond = cond_for(a.arch, n, ctx, a.device)
+    cond = cond(n, a.device)
     sync(a.device)
     t0 = time.perf_counter()
     with torch.autocast(d.device.type, dtype=autocast, enabled=autocast is not None):
@@ -250,20 +255,25 @@ def part_default(a) -> dict:
     (PassCounter), one forward pass of --chunk pairs is timed without and with gradient on the real
     UNet, and the rounds are extrapolated explicitly.
     """
+    d, unet, ctx = lora_denoiser(a, a.checkpointing)
+    return time_default(a, d, lambda n, dev: cond_for(a.arch, n, ctx, dev), "b")
+
+
+def time_default(a, d, cond, part: str) -> dict:
+    """(b)'s measurement on denoiser ``d`` (diffusers' UNet in (b), ComfyUI's model in (e))."""
     lat = latent_side(a)
-    counted = [st for _, st in run_rounds(a, PassCounter(), lat, ARCHS[a.arch]["cross_attention_dim"], 4)]
-    out = {"part": "b", "mode": a.b_mode, "config": default_config(a).to_dict(), "rounds": {}}
+    counted = [st for _, st in run_rounds(a, PassCounter(), lat, cond, 4)]
+    out = {"part": part, "mode": a.b_mode, "config": default_config(a).to_dict(), "rounds": {}}
     for r in (1, 3):
         st = counted[r]
         out["rounds"][str(r)] = {"timesteps": st.timesteps, "forward_passes": st.forward_passes,
-                            "no_grad_passes": st.forward_passes - st.timesteps, "steps": st.steps,
-                            "images_trained": st.images}
-    d, unet, ctx = lora_denoiser(a, a.checkpointing)
+                                 "no_grad_passes": st.forward_passes - st.timesteps, "steps": st.steps,
+                                 "images_trained": st.images}
     ac = default_autocast(a, a.device)
     out["lora_params"] = sum(p.numel() for p in d.lora_parameters())
     out["autocast"] = dtype_name(ac)
     if a.b_mode == "round":
-        timed = run_rounds(a, d, lat, ctx, 4)
+        timed = run_rounds(a, d, lat, cond, 4)
         for r in (1, 3):
             sec, st = timed[r]
             assert (st.timesteps, st.forward_passes) == (counted[r].timesteps, counted[r].forward_passes)
@@ -271,9 +281,9 @@ def part_default(a) -> dict:
         out.update(warmup_round_seconds=timed[0][0], peak_gib=peak_memory(a.device))
     else:
         def per_pair(autocast):
-            time_pairs(a, d, ctx, 2, False, autocast)  # warm-up
-            time_pairs(a, d, ctx, 2, True, autocast)
-            return time_pairs(a, d, ctx, a.chunk, False, autocast), time_pairs(a, d, ctx, a.chunk, True, autocast)
+            time_pairs(a, d, cond, 2, False, autocast)  # warm-up
+            time_pairs(a, d, cond, 2, True, autocast)
+            return time_pairs(a, d, cond, a.chunk, False, autocast), time_pairs(a, d, cond, a.chunk, True, autocast)
 
         ng, gr = per_pair(ac)
         ng32, gr32 = per_pair(None) if ac is not None else (ng, gr)
@@ -290,6 +300,87 @@ def part_default(a) -> dict:
                    no_grad_pair_seconds_fp32=ng32, grad_pair_seconds_fp32=gr32,
                    peak_gib=peak_memory(a.device))
     out["round_seconds"] = out["rounds"]["3"]["seconds"]
+    return out
+
+
+# ComfyUI's UNet configurations (its ldm layout) for the same architectures as ARCHS
+COMFY_SD15 = dict(use_checkpoint=False, image_size=32, out_channels=4, use_spatial_transformer=True, legacy=False,
+                  adm_in_channels=None, in_channels=4, model_channels=320, num_res_blocks=[2, 2, 2, 2],
+                  transformer_depth=[1, 1, 1, 1, 1, 1, 0, 0], channel_mult=[1, 2, 4, 4], transformer_depth_middle=1,
+                  use_linear_in_transformer=False, context_dim=768, num_heads=8,
+                  transformer_depth_output=[1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0], use_temporal_attention=False,
+                  use_temporal_resblock=False)
+COMFY_SDXL = dict(COMFY_SD15, num_classes="sequential", adm_in_channels=2816, num_res_blocks=[2, 2, 2],
+                  transformer_depth=[0, 0, 2, 2, 10, 10], channel_mult=[1, 2, 4], transformer_depth_middle=10,
+                  use_linear_in_transformer=True, context_dim=2048, num_heads=-1, num_head_channels=64,
+                  transformer_depth_output=[0, 0, 0, 2, 2, 2, 10, 10, 10])
+COMFY_TINY = dict(COMFY_SD15, model_channels=32, channel_mult=[1, 2], num_res_blocks=[1, 1], transformer_depth=[1, 1],
+                  transformer_depth_output=[1, 1, 1, 1], context_dim=768, num_heads=2)
+
+
+def comfy_model(a):
+    """ComfyUI's own model (``BaseModel``/``SDXL`` in a ``ModelPatcher``) with --arch's architecture and
+    random weights (std 1/sqrt(fan_in)), loaded as ComfyUI loads it: fp32 on CPU, fp16 on GPU."""
+    import comfy.model_base
+    import comfy.model_patcher
+    import comfy.supported_models
+
+    unet, cls, family = {"sd15": (COMFY_SD15, comfy.model_base.BaseModel, comfy.supported_models.SD15),
+                         "tiny": (COMFY_TINY, comfy.model_base.BaseModel, comfy.supported_models.SD15),
+                         "sdxl": (COMFY_SDXL, comfy.model_base.SDXL, comfy.supported_models.SDXL)}[a.arch]
+    cfg = family(dict(unet))
+    cfg.set_inference_dtype(torch.float16 if a.device == "cuda" else torch.float32, None)
+    model = cls(cfg, model_type=comfy.model_base.ModelType.EPS)
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.numel():
+                std = 1 / max(1, p[0].numel()) ** 0.5 if p.ndim > 1 else 0.05
+                p.copy_(torch.randn(p.shape, generator=g) * std)
+    dev = torch.device(a.device)
+    return comfy.model_patcher.ModelPatcher(model, dev, torch.device("cpu") if a.device == "cuda" else dev)
+
+
+def part_comfy(a) -> dict:
+    """(e) (b) through ComfyUI's own model, as PAPA Update runs it: ``ComfyDenoiser`` (the LoRA as weight
+    wrappers on a training clone). Runs with cwd = COMFYUI_DIR; --b-mode as in (b)."""
+    sys.path.insert(0, os.getcwd())  # ComfyUI's top-level modules (nodes.py, folder_paths) before ours
+    argv, sys.argv = sys.argv, [sys.argv[0]] + (["--cpu"] if a.device == "cpu" else [])
+    import comfy.options
+
+    comfy.options.enable_args_parsing()
+    import comfy.model_management
+
+    sys.argv = argv
+    import importlib.util
+
+    repo = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("papa_pack", repo / "__init__.py", submodule_search_locations=[str(repo)])
+    pack = importlib.util.module_from_spec(spec)
+    sys.modules["papa_pack"] = pack
+    spec.loader.exec_module(pack)
+    from papa_pack.nodes.comfy_model import ComfyDenoiser, conditioning_tensors, inspect_model
+    from papa_pack.papa_core.lora import LoraConfig
+
+    mp = comfy_model(a)
+    info = inspect_model(mp)
+    compute = None
+    if a.device == "cuda" and comfy.model_management.should_use_bf16(torch.device("cuda")):
+        compute = torch.bfloat16  # as PAPA Update does over fp16 weights
+    d = ComfyDenoiser(mp, info, LoraConfig(rank=8, alpha=8.0, targets=a.targets), compute)
+    ctx = (COMFY_SDXL if a.arch == "sdxl" else COMFY_SD15)["context_dim"]
+    g = torch.Generator().manual_seed(1)
+    positive = [[torch.randn(1, 77, ctx, generator=g),
+                 {"pooled_output": torch.randn(1, 1280, generator=g)} if a.arch == "sdxl" else {}]]
+    lat = latent_side(a)
+
+    def cond(n: int, device: str) -> dict:
+        return {k: v.to(device) for k, v in conditioning_tensors(mp, positive, torch.zeros(n, 4, lat, lat)).items()}
+
+    with d.gradient_checkpointing(a.checkpointing):
+        out = time_default(a, d, cond, "e")
+    out.update(family=info.family, compute_dtype=dtype_name(compute), weights=dtype_name(
+        torch.float16 if a.device == "cuda" else None))
     return out
 
 
@@ -352,17 +443,53 @@ def part_ablation(a) -> dict:
 
     out = {"part": "d", "batch": a.chunk}
     d, unet, ctx = lora_denoiser(a)
-    time_pairs(a, d, ctx, 1, True)  # warm-up
-    out["lora_unbatched_s"] = sum(time_pairs(a, d, ctx, 1, True) for _ in range(2)) / 2
-    out["lora_batched_s"] = time_pairs(a, d, ctx, a.chunk, True)
+    cond = lambda n, dev: cond_for(a.arch, n, ctx, dev)  # noqa: E731
+    time_pairs(a, d, cond, 1, True)  # warm-up
+    out["lora_unbatched_s"] = sum(time_pairs(a, d, cond, 1, True) for _ in range(2)) / 2
+    out["lora_batched_s"] = time_pairs(a, d, cond, a.chunk, True)
     if native_bf16(torch.device(a.device)):
-        time_pairs(a, d, ctx, 2, True, torch.bfloat16)
-        out["lora_batched_bf16_s"] = time_pairs(a, d, ctx, a.chunk, True, torch.bfloat16)
+        time_pairs(a, d, cond, 2, True, torch.bfloat16)
+        out["lora_batched_bf16_s"] = time_pairs(a, d, cond, a.chunk, True, torch.bfloat16)
     unet.enable_gradient_checkpointing()
-    time_pairs(a, d, ctx, 2, True)
-    out["lora_batched_checkpointing_s"] = time_pairs(a, d, ctx, a.chunk, True)
+    time_pairs(a, d, cond, 2, True)
+    out["lora_batched_checkpointing_s"] = time_pairs(a, d, cond, a.chunk, True)
     out["peak_gib"] = peak_memory(a.device)
     return out
+
+
+def comfy_process() -> dict:
+    """subprocess.run arguments for part e: cwd = COMFYUI_DIR, and the torchvision stub ComfyUI's
+    imports need where torchvision is absent (as tests/comfyui does)."""
+    env = dict(os.environ)
+    if subprocess.run([sys.executable, "-c", "import torchvision"], capture_output=True).returncode != 0:
+        stub = Path(__file__).resolve().parents[1] / "tests" / "comfyui" / "stubs"
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(stub), env.get("PYTHONPATH")]))
+    return {"cwd": os.environ["COMFYUI_DIR"], "env": env}
+
+
+def report_default(a, key: str, what: str, rb: dict, ra) -> None:
+    """Print (b) or (e): each round's seconds with its arithmetic, peak memory, and the ratios to (a)."""
+    for r, rr in rb["rounds"].items():
+        how = ("measured" if rb["mode"] == "round" else
+               f"extrapolated: {rr['no_grad_passes']} pairs without gradient x {rb['no_grad_pair_seconds']:.3f} s + "
+               f"{rr['timesteps']} with gradient x {rb['grad_pair_seconds']:.3f} s (one pass of {a.chunk} pairs "
+               f"each) + {rr['steps']} AdamW steps x {rb['adam_step_seconds']:.3f} s")
+        if rb["mode"] == "pairs" and rb["autocast"] != "fp32":
+            how += (f"; in fp32 {rr['seconds_fp32']:.2f} s ({rb['no_grad_pair_seconds_fp32']:.3f} / "
+                    f"{rb['grad_pair_seconds_fp32']:.3f} s per pair)")
+        print(f"({key}) {what} ({rb['autocast']}), round {r}: {rr['seconds']:.2f} s ({how}); {rr['images_trained']} "
+              f"images trained (with replay), {rr['steps']} steps, {rr['timesteps']} (image, t) pairs with gradient, "
+              f"{rr['forward_passes']} forward passes")
+    print(f"({key}) peak {rb['peak_gib']:.2f} GiB" + (f"; warm-up round 0: {rb['warmup_round_seconds']:.2f} s"
+                                                      if rb["mode"] == "round" else "")
+          + (f"; {rb['lora_params']} LoRA parameters" if key == "e" else ""))
+    if ra:
+        ref = ra["round_seconds_extrapolated"]
+        print(f"(a)/({key}): round 1 {ref / rb['rounds']['1']['seconds']:.1f}x, round 3 (steady state"
+              f"{', reported below' if key == 'b' else ''}) {ref / rb['round_seconds']:.1f}x")
+        if "seconds_fp32" in rb["rounds"]["3"] and rb["autocast"] != "fp32":
+            print(f"(a)/({key}) with ({key}) in fp32: round 1 {ref / rb['rounds']['1']['seconds_fp32']:.1f}x, "
+                  f"round 3 {ref / rb['rounds']['3']['seconds_fp32']:.1f}x")
 
 
 def main() -> None:
@@ -386,12 +513,17 @@ def main() -> None:
                    "(d), as PAPA Update's pairs_per_pass (default 8): bounds activation memory")
     p.add_argument("--b-mode", choices=["round", "pairs"], help="(b): time a real round, or count its passes "
                    "and time one pass of --chunk pairs (default: pairs on CPU, round on GPU)")
-    p.add_argument("--part", choices=["a", "b", "c", "d"], help=argparse.SUPPRESS)
-    p.add_argument("--parts", default="abcd", help="which parts to run (d = the ablation)")
+    p.add_argument("--part", choices=["a", "b", "c", "d", "e"], help=argparse.SUPPRESS)
+    p.add_argument("--parts", help="which parts to run (d = the ablation, e = (b) through ComfyUI's model; "
+                   "default abcd, and e when COMFYUI_DIR is set)")
     a = p.parse_args()
     a.b_mode = a.b_mode or ("round" if a.device == "cuda" else "pairs")
+    comfy_dir = os.environ.get("COMFYUI_DIR")
+    a.parts = a.parts or ("abcde" if comfy_dir else "abcd")
+    if "e" in a.parts and not (comfy_dir and (Path(comfy_dir) / "main.py").exists()):
+        raise SystemExit("part e runs through ComfyUI's model: set COMFYUI_DIR to a ComfyUI checkout (with main.py)")
     if a.part:
-        fn = {"a": part_reference, "b": part_default, "c": part_noise, "d": part_ablation}[a.part]
+        fn = {"a": part_reference, "b": part_default, "c": part_noise, "d": part_ablation, "e": part_comfy}[a.part]
         print("RESULT " + json.dumps(fn(a)), flush=True)
         return
     results = {}
@@ -403,9 +535,9 @@ def main() -> None:
         elif not x.startswith("--parts="):
             passthrough.append(x)
     for part in a.parts:
-        cmd = [sys.executable, __file__, *passthrough, "--part", part]
+        cmd = [sys.executable, str(Path(__file__).resolve()), *passthrough, "--part", part]
         t0 = time.perf_counter()
-        out = subprocess.run(cmd, capture_output=True, text=True)
+        out = subprocess.run(cmd, capture_output=True, text=True, **(comfy_process() if part == "e" else {}))
         line = next((ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")), None)
         if out.returncode != 0 or line is None:
             print(out.stdout[-3000:], out.stderr[-3000:], file=sys.stderr)
@@ -419,27 +551,9 @@ def main() -> None:
         print(f"(a) reference: {ra['round_seconds_extrapolated']:.1f} s/round (extrapolated: {ra['timed_timesteps']} "
               f"timed timesteps x {ra['seconds_per_timestep']:.3f} s, x1000 x {a.images} images, + {a.images} Adam "
               f"steps x {ra['adam_step_seconds']:.2f} s), peak {ra['peak_gib']:.2f} GiB")
-    if rb:
-        for r, rr in rb["rounds"].items():
-            how = ("measured" if rb["mode"] == "round" else
-                   f"extrapolated: {rr['no_grad_passes']} pairs without gradient x {rb['no_grad_pair_seconds']:.3f} s + "
-                   f"{rr['timesteps']} with gradient x {rb['grad_pair_seconds']:.3f} s (one pass of {a.chunk} pairs "
-                   f"each) + {rr['steps']} AdamW steps x {rb['adam_step_seconds']:.3f} s")
-            if rb["mode"] == "pairs" and rb["autocast"] != "fp32":
-                how += (f"; in fp32 {rr['seconds_fp32']:.2f} s ({rb['no_grad_pair_seconds_fp32']:.3f} / "
-                        f"{rb['grad_pair_seconds_fp32']:.3f} s per pair)")
-            print(f"(b) default ({rb['autocast']}), round {r}: {rr['seconds']:.2f} s ({how}); {rr['images_trained']} images trained "
-                  f"(with replay), {rr['steps']} steps, {rr['timesteps']} (image, t) pairs with gradient, "
-                  f"{rr['forward_passes']} forward passes")
-        print(f"(b) peak {rb['peak_gib']:.2f} GiB" + (f"; warm-up round 0: {rb['warmup_round_seconds']:.2f} s"
-                                                     if rb["mode"] == "round" else ""))
-        print(f"(a)/(b): round 1 {ra['round_seconds_extrapolated'] / rb['rounds']['1']['seconds']:.1f}x, "
-              f"round 3 (steady state, reported below) {ra['round_seconds_extrapolated'] / rb['round_seconds']:.1f}x"
-              if ra else "")
-        if ra and "seconds_fp32" in rb["rounds"]["3"] and rb["autocast"] != "fp32":
-            print(f"(a)/(b) with (b) in fp32: round 1 "
-                  f"{ra['round_seconds_extrapolated'] / rb['rounds']['1']['seconds_fp32']:.1f}x, round 3 "
-                  f"{ra['round_seconds_extrapolated'] / rb['rounds']['3']['seconds_fp32']:.1f}x")
+    for key, what in (("b", "default"), ("e", "default through ComfyUI's model")):
+        if key in results:
+            report_default(a, key, what, results[key], ra)
     if rd:
         full = f"{ra['seconds_per_timestep']:.3f}" if ra else "?"
         line = (f"(d) s per (image, t) with gradient: all weights, one at a time {full}; LoRA only, one at a time "

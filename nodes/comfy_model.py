@@ -76,7 +76,7 @@ class LoraWrapper(torch.nn.Module):
                 self._delta_cache[key] = delta
             return weight + delta
         delta = lora_delta(self.down.to(weight.device), self.up.to(weight.device), self.scale * self.multiplier)
-        return weight + delta.to(weight.dtype)
+        return weight.detach() + delta.to(weight.dtype)  # gradient for the LoRA only, never the base weight
 
     # the two hooks ModelPatcher uses to move wrappers with the model
     def move_to(self, device: torch.device) -> int:
@@ -89,7 +89,9 @@ class LoraWrapper(torch.nn.Module):
 
 
 def _identity(w: torch.Tensor) -> torch.Tensor:
-    return w
+    # ComfyUI's base weights are Parameters with requires_grad=True: without the detach, backward would
+    # compute a gradient for every weight of the model and leave it in the host MODEL's .grad.
+    return w.detach()
 
 
 @dataclass(frozen=True)
@@ -243,7 +245,8 @@ class ComfyDenoiser:
     Construct and use it under ``torch.inference_mode(False)`` (ComfyUI runs nodes in inference
     mode; parameters made there cannot require grad). Every other weight and bias of the training
     clone gets an identity wrapper, which makes ComfyUI's ops copy the (inference-mode) base
-    weights into normal tensors that backward may save.
+    weights into normal tensors that backward may save; both wrappers detach the base weight, so
+    backward computes the LoRA's gradient only (ComfyUI's weights are Parameters that require grad).
 
     Args:
         model: the host's MODEL (ModelPatcher); it is cloned, never modified.

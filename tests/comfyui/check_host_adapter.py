@@ -154,6 +154,9 @@ def check(kind: str, pack) -> dict:
         hook.remove()
         res["ckpt_recomputes"] = len(calls) - 2 * n_plain  # extra forwards of a block in backward
         res["grad_all_finite_nonzero"] = all(torch.isfinite(g).all() and g.abs().sum() > 0 for g in g0)
+        # ComfyUI's weights require grad; backward must not reach them (compute, and a model-sized .grad left
+        # on the host's MODEL)
+        res["base_params_with_grad"] = sum(p.grad is not None for p in mp.model.parameters())
         res["ckpt_grad_err"] = max(float((a_ - b_).abs().max() / (a_.abs().max() + 1e-12)) for a_, b_ in zip(g0, g1))
     # 5. the host's MODEL is untouched
     import comfy.model_management

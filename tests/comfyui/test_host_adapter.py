@@ -42,4 +42,6 @@ def test_host_adapter(results, kind, family, prediction, naming):
     # gradients reach every LoRA tensor under ComfyUI's inference mode; checkpointing recomputes, same grads
     assert r["grad_all_finite_nonzero"]
     assert r["ckpt_recomputes"] >= 1 and r["ckpt_grad_err"] < 1e-5
+    # ...and only them: the host's weights (Parameters that require grad) get no gradient
+    assert r["base_params_with_grad"] == 0
     assert r["host_unchanged"]
