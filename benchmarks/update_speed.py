@@ -344,6 +344,8 @@ def comfy_model(a):
 def part_comfy(a) -> dict:
     """(e) (b) through ComfyUI's own model, as PAPA Update runs it: ``ComfyDenoiser`` (the LoRA as weight
     wrappers on a training clone). Runs with cwd = COMFYUI_DIR; --b-mode as in (b)."""
+    from tests.conftest import load_pack  # before ComfyUI's folder goes first on the path: it has tests/ too
+
     sys.path.insert(0, os.getcwd())  # ComfyUI's top-level modules (nodes.py, folder_paths) before ours
     argv, sys.argv = sys.argv, [sys.argv[0]] + (["--cpu"] if a.device == "cpu" else [])
     import comfy.options
@@ -352,15 +354,12 @@ def part_comfy(a) -> dict:
     import comfy.model_management
 
     sys.argv = argv
-    import importlib.util
+    import importlib
 
-    repo = Path(__file__).resolve().parents[1]
-    spec = importlib.util.spec_from_file_location("papa_pack", repo / "__init__.py", submodule_search_locations=[str(repo)])
-    pack = importlib.util.module_from_spec(spec)
-    sys.modules["papa_pack"] = pack
-    spec.loader.exec_module(pack)
-    from papa_pack.nodes.comfy_model import ComfyDenoiser, conditioning_tensors, inspect_model
-    from papa_pack.papa_core.lora import LoraConfig
+    pack = load_pack().__name__
+    host = importlib.import_module(f"{pack}.nodes.comfy_model")
+    LoraConfig = importlib.import_module(f"{pack}.papa_core.lora").LoraConfig
+    ComfyDenoiser, conditioning_tensors, inspect_model = host.ComfyDenoiser, host.conditioning_tensors, host.inspect_model
 
     mp = comfy_model(a)
     info = inspect_model(mp)
