@@ -20,6 +20,7 @@ from ..papa_core.session import validate_session_name
 from ..papa_core.summary import progress_image, summarize
 from ..papa_core.update import UPDATE_PRESETS, update, update_preset
 from . import state
+from .service import apply_session_action, discard_batch, record_answer, send, send_status
 from .export_path import IF_EXISTS, lora_output_path
 from .protocol import EVENTS, MAX_BATCH, PROTOCOL_VERSION
 from .waiting import FeedbackCancelled, FeedbackTimeout
@@ -29,6 +30,8 @@ CATEGORY = "PAPA"
 SESSION = "PAPA_SESSION"
 ALGORITHMS = ("EPAPA", "PAPA")
 UPDATE_PRESET_NAMES = ("default", "reference", "liked_only", "dpo")
+SESSION_ACTIONS = {"undo last update": "undo", "reset": "reset", "recover": "recover",  # menu text -> action
+                   "discard pending batch": "discard"}
 
 
 @dataclass(frozen=True)
@@ -40,17 +43,6 @@ class SessionRef:
 
 
 # --- helpers shared by the nodes -----------------------------------------------------------------
-
-def _send(event: str, data: dict, to_client: bool = False) -> None:
-    """A websocket event: to every tab, or (``to_client``) only to the tab that queued the prompt."""
-    try:
-        from server import PromptServer
-    except ImportError:
-        return
-    server = getattr(PromptServer, "instance", None)
-    if server is not None:
-        server.send_sync(event, data, getattr(server, "client_id", None) if to_client else None)
-
 
 def _prompt_id():
     try:
@@ -106,7 +98,8 @@ class PAPASession:
                                      "LoRA alpha; the update is scaled by alpha/rank (kohya's convention)."}),
             "targets": (list(TARGET_PRESETS), {"default": "attention", "tooltip": "Which UNet layers the LoRA "
                         "adapts: attention projections, or attention plus the ResNet convolutions."}),
-            "seed": ("INT", {"default": 0, "min": 0, "max": 2**31 - 1, "tooltip": "Seed of the LoRA's random "
+            "seed": ("INT", {"default": 0, "min": 0, "max": 2**31 - 1, "control_after_generate": False,
+                             "tooltip": "Seed of the LoRA's random "
                              "initialisation (it starts as an exact no-op either way)."}),
         }}
 
@@ -127,8 +120,10 @@ class PAPASession:
 
 class PAPAGenerateBatch:
     DESCRIPTION = ("Sample a batch with ComfyUI's own sampler on a copy of MODEL carrying the session's current LoRA, "
-                   "and record it as the session's pending round (latents, conditioning, seed). The host's MODEL is "
-                   "not changed.")
+                   "and record it as the session's pending round (latents, conditioning, seed). While the last batch "
+                   "still waits for its answer (a timed-out or interrupted wait), it shows that batch again instead "
+                   "of sampling a new one, so an answer always belongs to the images shown. The host's MODEL is not "
+                   "changed.")
     CATEGORY = CATEGORY
     FUNCTION = "run"
     OUTPUT_NODE = True  # it previews the batch and records a round even when nothing else is connected
@@ -168,31 +163,49 @@ class PAPAGenerateBatch:
             width, height):
         import nodes as comfy_nodes
 
-        from .comfy_model import conditioning_tensors, inspect_model, with_lora
+        from .comfy_model import inspect_model
 
         if not 1 <= batch_size <= MAX_BATCH:
             raise PapaError(f"batch_size must be 1..{MAX_BATCH}")
         info = inspect_model(model)
         sess = _open_session(session, model, info)
+        r = sess.pending_round
+        if r is not None:  # nothing re-generates a batch that still waits for its answer: show it again
+            log.info("PAPA: round %d of %s still waits for its answer; showing that batch again instead of sampling "
+                     "(PAPA Undo / Reset 'discard pending batch' drops it)", r.index, sess.name)
+            out = {"samples": model.model.process_latent_out(r.x0.clone()), "shown_again": True}
+        else:
+            out = self._sample(model, positive, negative, sess, info, batch_size, seed, steps, cfg, sampler_name,
+                               scheduler, width, height)
+            r = sess.pending_round
+        images = vae.decode(out["samples"])
+        if images.ndim == 5:  # some VAEs return [B, T, H, W, C]
+            images = images.reshape(-1, *images.shape[-3:])
+        preview = comfy_nodes.PreviewImage().save_images(images, filename_prefix="papa")["ui"]["images"]
+        info_ui = dict(summarize(sess), round=r.index, batch=r.batch_id, shown_again=out.get("shown_again", False))
+        return {"ui": {"images": preview, "papa": [info_ui]}, "result": (images, {"samples": out["samples"]})}
+
+    @staticmethod
+    def _sample(model, positive, negative, sess, info, batch_size, seed, steps, cfg, sampler_name, scheduler, width,
+                height) -> dict:
+        """ComfyUI's own sampler on a clone carrying the session's LoRA; the batch becomes the pending round."""
+        import nodes as comfy_nodes
+
+        from .comfy_model import conditioning_tensors, with_lora
+
         sampling_model = with_lora(model, sess.lora_state, sess.lora_config, info)
         latent = {"samples": torch.zeros([batch_size, 4, height // 8, width // 8])}
         (out,) = comfy_nodes.common_ksampler(sampling_model, seed, steps, cfg, sampler_name, scheduler, positive,
                                              negative, latent)
-        images = vae.decode(out["samples"])
-        if images.ndim == 5:  # some VAEs return [B, T, H, W, C]
-            images = images.reshape(-1, *images.shape[-3:])
         with torch.inference_mode(False):
             x0 = model.model.process_latent_in(out["samples"].clone().float()).clone()
-            cond = conditioning_tensors(model, positive, out["samples"])
-            cond = {k: v.clone() for k, v in cond.items()}
-            with state.store().lock:
-                r = sess.add_round(x0, cond, seeds=[int(seed)] * batch_size, meta={
+            cond = {k: v.clone() for k, v in conditioning_tensors(model, positive, out["samples"]).items()}
+            with state.store().locked(sess.name):
+                sess.add_round(x0, cond, seeds=[int(seed)] * batch_size, meta={
                     "batch_index": list(range(batch_size)), "steps": steps, "cfg": cfg, "sampler": sampler_name,
                     "scheduler": scheduler, "width": width, "height": height, "lora_version": sess.version})
                 state.store().save(sess)
-        preview = comfy_nodes.PreviewImage().save_images(images, filename_prefix="papa")["ui"]["images"]
-        info_ui = dict(summarize(sess), round=r.index)
-        return {"ui": {"images": preview, "papa": [info_ui]}, "result": (images, out)}
+        return out
 
 
 class PAPARecordPreference:
@@ -223,7 +236,6 @@ class PAPARecordPreference:
         }
 
     def run(self, images, session, feedback, timeout_s, unique_id=None):
-        store = state.store()
         sess = _get_session(session)
         pending = sess.pending_round
         if pending is None:
@@ -234,16 +246,13 @@ class PAPARecordPreference:
                             "the images output of the PAPA Generate Batch that uses this session")
         if feedback.strip():
             values = parse_feedback(feedback, pending.batch_size)
+            summary = record_answer(session.name, pending.index, values)
             outcome = "text"
-        else:
+        else:  # the route saved the answer before it woke this node
             values = self._wait_for_browser(images, session.name, str(unique_id), pending, timeout_s)
+            summary = summarize(sess)
             outcome = "browser"
-        with store.lock:
-            sess.record_feedback(values, round_index=pending.index)
-            store.save(sess)
-        state.bump("feedback")
-        summary = summarize(sess)
-        _send(EVENTS["status"], dict(summary, protocol=PROTOCOL_VERSION))
+        send_status(summary)
         return {"ui": {"papa": [dict(summary, round=pending.index, feedback=values, source=outcome)]},
                 "result": (session,)}
 
@@ -255,10 +264,10 @@ class PAPARecordPreference:
         preview = comfy_nodes.PreviewImage().save_images(images, filename_prefix="papa_vote")["ui"]["images"]
         prompt_id = _prompt_id()
         msg = {"protocol": PROTOCOL_VERSION, "session": session_name, "prompt_id": prompt_id, "node_id": node_id,
-               "round": pending.index, "batch_size": pending.batch_size, "images": preview, "timeout_s": timeout_s,
-               "summary": summarize(state.store().get(session_name))}
-        w = state.broker.open(session_name, node_id, prompt_id, pending.index, pending.batch_size)
-        _send(EVENTS["request"], msg, to_client=True)
+               "round": pending.index, "batch": pending.batch_id, "batch_size": pending.batch_size, "images": preview,
+               "timeout_s": timeout_s, "summary": summarize(state.store().get(session_name))}
+        w = state.broker.open(session_name, node_id, prompt_id, pending.index, pending.batch_size, request=msg)
+        send(EVENTS["request"], msg)  # every open tab shows it; an answer in one closes it in the others
         outcome = "interrupted"
         try:
             values = state.broker.wait(w, timeout_s, comfy.model_management.throw_exception_if_processing_interrupted)
@@ -266,13 +275,15 @@ class PAPARecordPreference:
             return values
         except FeedbackCancelled:
             outcome = "cancelled"
+            discard_batch(session_name, pending.index)
             raise comfy.model_management.InterruptProcessingException() from None
         except FeedbackTimeout:
             outcome = "timeout"
-            raise PapaError(f"no feedback within {timeout_s} s. The batch is still pending: answer it in the browser, "
-                            "or type the feedback into this node (e.g. '+ - 0 +'), and queue again") from None
+            raise PapaError(f"no answer within {timeout_s} s. The batch is still pending and answerable: rate it in the "
+                            "gallery (the images stay there), or type the answer into this node (e.g. '+ - 0 +') and "
+                            "queue again — the same batch is shown again, no new one is sampled") from None
         finally:
-            _send(EVENTS["done"], dict(msg, images=None, summary=None, outcome=outcome), to_client=True)
+            send(EVENTS["done"], dict(msg, images=None, summary=None, outcome=outcome))
 
 
 class PAPAUpdate:
@@ -352,7 +363,7 @@ class PAPAUpdate:
 
             with torch.inference_mode(False):
                 den = ComfyDenoiser(model, info, sess.lora_config, compute_dtype)
-                with store.lock, den.gradient_checkpointing(gradient_checkpointing):
+                with store.locked(sess.name), den.gradient_checkpointing(gradient_checkpointing):
                     stats = update(sess, den, cfg, progress=progress)
                     store.save(sess)
             state.bump("lora")
@@ -362,7 +373,7 @@ class PAPAUpdate:
             log.info("PAPA: session %s has no new feedback; the LoRA is unchanged", sess.name)
         out_model = with_lora(model, sess.lora_state, sess.lora_config, info)
         summary = summarize(sess)
-        _send(EVENTS["status"], dict(summary, protocol=PROTOCOL_VERSION))
+        send_status(summary)
         return {"ui": {"papa": [summary]}, "result": (out_model, _image_tensor(progress_image(sess)), session)}
 
 
@@ -451,8 +462,10 @@ class PAPASessionAction:
     def INPUT_TYPES(cls):
         return {"required": {
             "session": (SESSION, {"tooltip": "The session to change."}),
-            "action": (["undo last update", "reset"], {"tooltip": "undo last update: back to before the last PAPA "
-                       "Update. reset: back to the start, deleting all rounds and feedback."}),
+            "action": (list(SESSION_ACTIONS), {"tooltip": "undo last update: back to before the last PAPA Update. "
+                       "reset: back to the start, deleting all rounds and feedback. recover: rebuild a session whose "
+                       "session.json was lost or damaged from the newest complete version in its folder. discard "
+                       "pending batch: drop the batch that waits for its answer, so the next queue samples anew."}),
         }}
 
     @classmethod
@@ -460,27 +473,8 @@ class PAPASessionAction:
         return float("nan")
 
     def run(self, session, action):
-        summary = apply_session_action(session.name, "undo" if action.startswith("undo") else "reset")
+        summary = apply_session_action(session.name, SESSION_ACTIONS[action])
         return {"ui": {"papa": [summary]}, "result": (session,)}
-
-
-def apply_session_action(name: str, action: str) -> dict:
-    """Undo or reset a stored session and save it (shared by the node and the route)."""
-    store = state.store()
-    with store.lock:
-        sess = store.get(name)
-        if action == "undo":
-            sess.undo_last_update()
-        elif action == "reset":
-            sess.reset()
-        else:
-            raise PapaError(f"unknown action {action!r}")
-        store.save(sess)
-    state.bump("lora")
-    state.bump("feedback")  # undone feedback is untrained again: PAPA Update must run
-    summary = summarize(sess)
-    _send(EVENTS["status"], dict(summary, protocol=PROTOCOL_VERSION))
-    return summary
 
 
 NODE_CLASS_MAPPINGS = {

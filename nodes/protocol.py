@@ -7,12 +7,12 @@ cross. Pure Python: no ComfyUI import, unit-tested on its own.
 """
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass
 from typing import Any, Mapping, Optional
 
-from ..papa_core.feedback import SYMBOLS
+from ..papa_core.errors import FeedbackError
+from ..papa_core.feedback import SYMBOLS, check_feedback
 from ..papa_core.session import SESSION_NAME_PATTERN
 
 PROTOCOL_VERSION = 1
@@ -21,22 +21,29 @@ ROUTES = {
     "protocol": ROUTE_PREFIX + "/protocol",      # GET: this description
     "sessions": ROUTE_PREFIX + "/sessions",      # GET: names and summaries
     "session": ROUTE_PREFIX + "/session",        # GET ?name=: one summary
-    "feedback": ROUTE_PREFIX + "/feedback",      # POST: an answer for a waiting Record node
+    "waiting": ROUTE_PREFIX + "/waiting",        # GET: every batch a Record node asks about (to restore a page)
+    "feedback": ROUTE_PREFIX + "/feedback",      # POST: an answer for a waiting (or timed-out) batch
     "cancel": ROUTE_PREFIX + "/cancel",          # POST: a waiting Record node gives up
-    "action": ROUTE_PREFIX + "/action",          # POST: undo / reset a session
+    "action": ROUTE_PREFIX + "/action",          # POST: undo / reset / recover a session
 }
 EVENTS = {
-    "request": "papa.request",  # a Record node waits: {session, prompt_id, node_id, round, images, timeout_s}
-    "done": "papa.done",        # that wait ended: {..., outcome: recorded|cancelled|timeout|interrupted}
+    "request": "papa.request",  # a Record node waits: {session, prompt_id, node_id, round, batch, images, timeout_s}
+    "done": "papa.done",        # that wait ended: {..., outcome: one of OUTCOMES}
     "status": "papa.status",    # a session changed: its summary
 }
-ACTIONS = ("undo", "reset")
+OUTCOMES = ("recorded", "cancelled", "timeout", "interrupted")  # how a wait ends; only "timeout" keeps it answerable
+ACTIONS = ("undo", "reset", "recover", "discard")
+JSON_TYPE = "application/json"  # the only body type a state-changing POST accepts
+READ_TIMEOUT_S = 10.0  # a route gives up on a session read (or a busy session) after this long
+RECORD_NODE = "PAPA_RecordPreference"  # the node type whose gallery the JS draws
 MAX_BODY_BYTES = 64 * 1024
 MAX_BATCH = 256
 ID_PATTERN = r"[A-Za-z0-9:_.-]{1,128}"  # ComfyUI node ids ("12", "5:3") and prompt ids (uuids)
+BATCH_ID_PATTERN = r"[0-9a-f]{16}"  # Round.batch_id: which images an answer is about
 
 _SESSION_RE = re.compile(rf"^{SESSION_NAME_PATTERN}$")
 _ID_RE = re.compile(rf"^{ID_PATTERN}$")
+_BATCH_RE = re.compile(rf"^{BATCH_ID_PATTERN}$")
 
 
 class ProtocolError(ValueError):
@@ -50,6 +57,7 @@ class FeedbackPost:
     node_id: Optional[str]
     round: int
     feedback: list[float]
+    batch: Optional[str] = None
 
 
 @dataclass(frozen=True)
@@ -68,6 +76,7 @@ class ActionPost:
 def describe() -> dict:
     """Everything the front end needs, as JSON."""
     return {"protocol": PROTOCOL_VERSION, "routes": ROUTES, "events": EVENTS, "actions": list(ACTIONS),
+            "outcomes": list(OUTCOMES), "node_types": {"record": RECORD_NODE},
             "session_pattern": SESSION_NAME_PATTERN, "max_body_bytes": MAX_BODY_BYTES, "max_batch": MAX_BATCH,
             "symbols": {"like": 1.0, "dislike": -1.0, "neutral": 0.0}}
 
@@ -105,15 +114,15 @@ def parse_feedback_post(body: Any) -> FeedbackPost:
     fb = b.get("feedback")
     if not isinstance(fb, list) or not 1 <= len(fb) <= MAX_BATCH:
         raise ProtocolError(f"feedback must be a list of 1..{MAX_BATCH} numbers, one per image")
-    values = []
-    for i, v in enumerate(fb):
-        if isinstance(v, str) and v in SYMBOLS:
-            v = SYMBOLS[v]
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or abs(v) > 1:
-            raise ProtocolError(f"feedback[{i}] must be a number in [-1, 1] (1 like, -1 dislike, 0 neutral)")
-        values.append(float(v))
+    try:
+        values = check_feedback([SYMBOLS[v] if isinstance(v, str) and v in SYMBOLS else v for v in fb])
+    except FeedbackError as e:
+        raise ProtocolError(str(e)) from None
+    batch = b.get("batch")
+    if batch is not None and (not isinstance(batch, str) or not _BATCH_RE.match(batch)):
+        raise ProtocolError("batch must be the 16-hex-digit id of the batch shown (from the request event)")
     return FeedbackPost(check_session_name(b.get("session")), _opt_id(b, "prompt_id"), _opt_id(b, "node_id"),
-                        rnd, values)
+                        rnd, values, batch)
 
 
 def parse_cancel_post(body: Any) -> CancelPost:

@@ -1,31 +1,54 @@
 """The pack's HTTP routes under /papa/v1 (ComfyUI also serves them under /api/papa/v1).
 
 Handlers validate everything (``protocol``), answer bad requests with 4xx and a message, never
-raise into the server, and do disk work in a thread so the server keeps answering. Only POST
-changes state; nothing here reads or writes outside the session folder.
+raise into the server, and do disk work in a thread with a time bound, so the server keeps
+answering even when one session's folder is slow or damaged. Only POST changes state, and only
+with a JSON body from the same origin (a page on another site cannot post a form here). Nothing
+here reads or writes outside the session folder. An answer is acknowledged only once it is saved.
 """
 from __future__ import annotations
 
 import asyncio
 import json
 import logging
+import time
+from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from ..papa_core.errors import FeedbackError, PapaError, SessionNotFound
+from ..papa_core.errors import FeedbackError, PapaError, SessionBusy, SessionNotFound
 from ..papa_core.summary import round_list, summarize
-from . import state
-from .protocol import (MAX_BODY_BYTES, PROTOCOL_VERSION, ROUTES, ProtocolError, check_session_name, describe,
-                       parse_action_post, parse_cancel_post, parse_feedback_post)
+from . import service, state
+from .protocol import (EVENTS, JSON_TYPE, MAX_BODY_BYTES, PROTOCOL_VERSION, READ_TIMEOUT_S, ROUTES, ProtocolError,
+                       check_session_name, describe, parse_action_post, parse_cancel_post, parse_feedback_post)
 
 log = logging.getLogger("papa")
+
+
+class Refused(Exception):
+    """A request refused before its body is read (HTTP status and message)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 def _error(status: int, message: str) -> web.Response:
     return web.json_response({"ok": False, "protocol": PROTOCOL_VERSION, "error": message}, status=status)
 
 
+def _check_origin(request: web.Request) -> None:
+    """A state-changing request must come from this server's own pages (or from no page at all)."""
+    origin = request.headers.get("Origin")
+    if origin is not None and urlsplit(origin).netloc.lower() != (request.host or "").lower():
+        raise Refused(403, f"cross-origin request refused (Origin {origin[:100]!r} is not this server): use the "
+                      "ComfyUI page served by this server, or a script that sends no Origin header")
+    if request.content_type != JSON_TYPE:
+        raise Refused(415, f"the body must be sent as Content-Type: {JSON_TYPE}")
+
+
 async def _json_body(request: web.Request):
+    _check_origin(request)
     if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
         raise ProtocolError(f"body larger than {MAX_BODY_BYTES} bytes")
     raw = await request.content.read(MAX_BODY_BYTES + 1)
@@ -37,15 +60,28 @@ async def _json_body(request: web.Request):
         raise ProtocolError("the body must be UTF-8 JSON (and not nested absurdly deep)") from None
 
 
+async def _in_thread(fn, *args):
+    """Disk work off the event loop, given up (503) after READ_TIMEOUT_S; the thread finishes on its own."""
+    try:
+        return await asyncio.wait_for(asyncio.to_thread(fn, *args), READ_TIMEOUT_S)
+    except asyncio.TimeoutError:
+        raise SessionBusy(f"the session did not answer within {READ_TIMEOUT_S:g} s (busy with an update, or its "
+                          "folder is on a slow or damaged disk); try again") from None
+
+
 def _guard(handler):
     """Turn every failure into a 4xx/5xx JSON answer; nothing escapes into ComfyUI's server."""
     async def wrapped(request: web.Request) -> web.Response:
         try:
             return await handler(request)
+        except Refused as e:
+            return _error(e.status, str(e))
         except ProtocolError as e:
             return _error(400, str(e))
         except SessionNotFound as e:
             return _error(404, str(e))
+        except SessionBusy as e:
+            return _error(503, str(e))
         except (FeedbackError, PapaError) as e:
             return _error(409, str(e))
         except Exception as e:  # noqa: BLE001 - the server must keep serving
@@ -61,66 +97,87 @@ async def get_protocol(request: web.Request) -> web.Response:
 
 @_guard
 async def get_sessions(request: web.Request) -> web.Response:
-    store = state.store()
-    return web.json_response({"ok": True, "sessions": await asyncio.to_thread(store.names)})
+    return web.json_response({"ok": True, "sessions": await _in_thread(state.store().names)})
 
 
 @_guard
 async def get_session(request: web.Request) -> web.Response:
     name = check_session_name(request.query.get("name"))
     store = state.store()
-    def read():
-        s = store.get(name)
-        return summarize(s), round_list(s)
 
-    summary, rounds = await asyncio.to_thread(read)
+    def read():
+        with store.locked(name, READ_TIMEOUT_S):
+            s = store.get(name)
+            return summarize(s), round_list(s)
+
+    summary, rounds = await _in_thread(read)
     waits = [{"node_id": w.node_id, "prompt_id": w.prompt_id, "round": w.round, "batch_size": w.batch_size}
              for w in state.broker.waiting(name)]
     return web.json_response({"ok": True, "summary": summary, "rounds": rounds, "waiting": waits})
 
 
 @_guard
+async def get_waiting(request: web.Request) -> web.Response:
+    """Every batch a Record node asks about: live waits, and timed-out ones whose batch is still pending."""
+    now = time.monotonic()
+    live = [dict(w.request, state="waiting", seconds_left=max(0, round(w.deadline - now)))
+            for w in state.broker.waiting()]
+    stale = await _in_thread(_still_pending, state.broker.timed_out())
+    return web.json_response({"ok": True, "waiting": live + [dict(w.request, state="timed_out", seconds_left=0)
+                                                            for w in stale]})
+
+
+def _still_pending(waits: list) -> list:
+    """The timed-out waits whose batch is still the session's pending one; the rest are settled."""
+    keep = []
+    for w in waits:
+        try:
+            pending = state.store().get(w.session, READ_TIMEOUT_S).pending_round
+        except PapaError:
+            pending = None
+        if pending is not None and pending.index == w.round and pending.batch_id == w.request.get("batch"):
+            keep.append(w)
+        else:
+            state.broker.settle(w.session, w.round)
+    return keep
+
+
+@_guard
 async def post_feedback(request: web.Request) -> web.Response:
+    """Save the answer first, then wake the waiting node: a 200 means the click is on disk."""
     post = parse_feedback_post(await _json_body(request))
-    result = state.broker.answer(post.session, post.node_id, post.prompt_id, post.round, post.feedback)
-    if result == "delivered":
-        return web.json_response({"ok": True, "delivered_to": "waiting node"})
-    if result != "no_wait":
+    w = state.broker.find(post.session, post.node_id, post.prompt_id)
+    problem = w.mismatch(post.round, post.feedback) if w is not None else None
+    if problem:
         return _error(409, {"wrong_round": "this answer is for another round than the node waits for; reload",
-                            "wrong_count": "one feedback value per image is needed"}[result])
-    # nobody waits: record on the session's pending round if it is the round the post names
-    summary = await asyncio.to_thread(_record_offline, post.session, post.round, post.feedback)
-    return web.json_response({"ok": True, "delivered_to": "session", "summary": summary})
-
-
-def _record_offline(name: str, round_index: int, values: list[float]) -> dict:
-    store = state.store()
-    with store.lock:
-        sess = store.get(name)
-        pending = sess.pending_round
-        if pending is None or pending.index != round_index:
-            raise FeedbackError(f"session {name!r} has no pending round {round_index}; generate a batch first")
-        sess.record_feedback(values, round_index=round_index)
-        store.save(sess)
-    state.bump("feedback")
-    return summarize(sess)
+                            "wrong_count": "one feedback value per image is needed"}[problem])
+    # not given up midway like a read: once the lock is had, the write finishes before the answer goes out
+    summary = await asyncio.to_thread(service.record_answer, post.session, post.round, post.feedback, READ_TIMEOUT_S,
+                                      post.batch)
+    delivered = w is not None and state.broker.deliver(w, post.feedback)
+    # every tab showing this batch closes it (the one that answered, and any other)
+    service.send(EVENTS["done"], {"protocol": PROTOCOL_VERSION, "session": post.session, "round": post.round,
+                                  "node_id": post.node_id, "outcome": "recorded"})
+    return web.json_response({"ok": True, "saved": True, "delivered_to": "waiting node" if delivered else "session",
+                              "summary": summary})
 
 
 @_guard
 async def post_cancel(request: web.Request) -> web.Response:
     post = parse_cancel_post(await _json_body(request))
-    found = state.broker.cancel(post.session, post.node_id, post.prompt_id)
-    if not found:
+    if state.broker.cancel(post.session, post.node_id, post.prompt_id):
+        return web.json_response({"ok": True})  # the node drops the batch as its wait ends
+    stale = [w for w in state.broker.timed_out() if w.matches(post.session, post.node_id, post.prompt_id)]
+    if not stale:
         return _error(409, "no PAPA Record Preference node is waiting for this session")
+    await asyncio.to_thread(service.discard_batch, post.session, stale[0].round)
     return web.json_response({"ok": True})
 
 
 @_guard
 async def post_action(request: web.Request) -> web.Response:
-    from .papa_nodes import apply_session_action
-
     post = parse_action_post(await _json_body(request))
-    summary = await asyncio.to_thread(apply_session_action, post.session, post.action)
+    summary = await asyncio.to_thread(service.apply_session_action, post.session, post.action, READ_TIMEOUT_S)
     return web.json_response({"ok": True, "summary": summary})
 
 
@@ -129,6 +186,7 @@ def register(routes) -> None:
     routes.get(ROUTES["protocol"])(get_protocol)
     routes.get(ROUTES["sessions"])(get_sessions)
     routes.get(ROUTES["session"])(get_session)
+    routes.get(ROUTES["waiting"])(get_waiting)
     routes.post(ROUTES["feedback"])(post_feedback)
     routes.post(ROUTES["cancel"])(post_cancel)
     routes.post(ROUTES["action"])(post_action)

@@ -35,3 +35,7 @@ class SessionCorrupt(PapaError):
 
 class StorageError(PapaError):
     """The session folder (or the LoRA folder) could not be written: permissions, disk space."""
+
+
+class SessionBusy(PapaError):
+    """A session locked by other work (an update, a save) for longer than the caller may wait."""

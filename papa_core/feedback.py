@@ -1,12 +1,32 @@
 """Feedback as people type it: one symbol per image, or a rating scale mapped to weights."""
 from __future__ import annotations
 
-from typing import Sequence
+import math
+from typing import Any, Optional, Sequence
 
 from .errors import FeedbackError
 
 SYMBOLS: dict[str, float] = {"+": 1.0, "-": -1.0, "0": 0.0, "👍": 1.0, "👎": -1.0, "y": 1.0, "n": -1.0,
                              "like": 1.0, "dislike": -1.0, "skip": 0.0}
+
+
+def check_feedback(values: Any, batch_size: Optional[int] = None) -> list[float]:
+    """The one rule for stored feedback: a list of one finite number in [-1, 1] per image.
+
+    Applied to typed text, to the browser's answer and to what a session file holds on load.
+    Returns the values as floats; raises FeedbackError naming the bad entry.
+    """
+    if not isinstance(values, (list, tuple)):
+        raise FeedbackError(f"feedback must be a list of numbers, one per image, got {type(values).__name__}")
+    out = []
+    for i, v in enumerate(values):
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or abs(v) > 1:
+            raise FeedbackError(f"feedback[{i}] = {v!r} must be a number in [-1, 1] (1 like, -1 dislike, 0 neutral)")
+        out.append(float(v))
+    if batch_size is not None and len(out) != batch_size:
+        raise FeedbackError(f"got {len(out)} feedback values for a batch of {batch_size} images: give exactly one per "
+                            "image (+ like, - dislike, 0 neutral)")
+    return out
 
 
 def parse_feedback(text: str, batch_size: int) -> list[float]:

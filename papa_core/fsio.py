@@ -1,19 +1,40 @@
-"""Atomic file writes: a crash leaves either the old file or the new one, never a mix.
+"""Files on disk: atomic writes, bounded reads of regular files only, and leftover clean-up.
 
-Protocol: write a temporary file in the same folder, fsync it, rename it over the target
-(atomic on POSIX and on Windows' os.replace), then fsync the folder so the rename itself
-survives a power cut.
+Write protocol: write a temporary file in the same folder, fsync it, rename it over the target
+(atomic on POSIX and on Windows' os.replace), then fsync the folder so the rename itself survives
+a power cut. The file gets the permissions an ordinary ``open(path, "w")`` would give (0666 less
+the umask), not ``mkstemp``'s private 0600, so a LoRA in a shared models folder stays readable.
+
+Read protocol: a file that a session or index *names* is opened without following symlinks, must
+be a regular file (not a device, FIFO or folder) and no larger than a bound, so a damaged or
+hostile folder can neither hang a reader (``/dev/zero``, a FIFO) nor point it outside its folder.
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
+import re
+import stat
 import tempfile
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
 import torch
+
+TEMP_SUFFIX = ".tmp"
+# ``mkstemp(prefix=".<target>.", suffix=".tmp")`` names: what a killed write leaves behind
+_TEMP_RE = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")
+
+
+def _current_umask() -> int:
+    mask = os.umask(0)  # the only portable way to read it; restored at once (at import, single-threaded)
+    os.umask(mask)
+    return mask
+
+
+_FILE_MODE = 0o666 & ~_current_umask()
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -32,8 +53,10 @@ def _fsync_dir(folder: Path) -> None:
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
     try:
+        if hasattr(os, "fchmod"):
+            os.fchmod(fd, _FILE_MODE)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -68,9 +91,65 @@ def atomic_save_safetensors(
     return hashlib.sha256(data).hexdigest()
 
 
-def sha256_file(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+class UnsafeFile(OSError):
+    """A named file that is a symlink, not a regular file, or larger than its bound."""
+
+
+def read_regular_file(path: str | os.PathLike, max_bytes: int) -> bytes:
+    """The bytes of ``path``, which must be a regular file (no symlink) of at most ``max_bytes``.
+
+    Raises FileNotFoundError, or UnsafeFile naming what it is instead. Never blocks on a FIFO or
+    device: the open is non-blocking and the type is checked on the opened descriptor.
+    """
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
+    if os.path.islink(path):  # O_NOFOLLOW is missing on Windows
+        raise UnsafeFile(f"{path} is a symbolic link")
+    try:
+        fd = os.open(path, flags)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise UnsafeFile(f"{path} is a symbolic link") from None
+        raise
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        raise UnsafeFile(f"{path} is not a regular file")
+    if st.st_size > max_bytes:
+        os.close(fd)
+        raise UnsafeFile(f"{path} has {st.st_size} bytes, more than the {max_bytes} a session file may have")
+    with os.fdopen(fd, "rb") as f:
+        data = f.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise UnsafeFile(f"{path} grew past {max_bytes} bytes while being read")
+    return data
+
+
+def is_temp_file(name: str) -> bool:
+    """Whether a file name is one of ``atomic_write_bytes``'s temporary names."""
+    return bool(_TEMP_RE.match(name))
+
+
+def remove_temp_files(folder: str | os.PathLike, recursive: bool = False) -> list[Path]:
+    """Delete what killed writes left in ``folder`` (only this module's temporary names, only regular
+    files, never following links). Returns the paths removed; unreadable folders are skipped."""
+    folder = Path(folder)
+    removed = []
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return removed
+    for e in entries:
+        try:
+            if e.is_dir(follow_symlinks=False):
+                if recursive:
+                    removed += remove_temp_files(e.path, recursive=True)
+            elif e.is_file(follow_symlinks=False) and is_temp_file(e.name):
+                os.unlink(e.path)
+                removed.append(Path(e.path))
+        except OSError:
+            continue
+    return removed

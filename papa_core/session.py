@@ -3,6 +3,7 @@
 On disk a session is one folder::
 
     <root>/<name>/session.json                 the commit point (versioned JSON, written last)
+    <root>/<name>/index-v<N>.json              the same index, written just before it (for ``recover``)
     <root>/<name>/lora-v<N>.safetensors        current LoRA (LoraState)
     <root>/<name>/initial-v<N>.safetensors     the LoRA at creation (for reset)
     <root>/<name>/optimizer-v<N>.safetensors   Adam moments (+ param groups in the metadata)
@@ -12,29 +13,36 @@ On disk a session is one folder::
 Every tensor file is written atomically under a new name, then session.json (naming each file
 and its sha256) is replaced atomically, then unreferenced files are removed. A crash at any
 point leaves a session.json whose files all exist and match their hashes: the session resumes
-at its last complete change. Files that fail their hash are reported, never silently read.
+at its last complete change. Files that fail their hash are reported, never silently read. The
+folder is the session's identity (a copied folder is its own session), every file an index names
+must be a regular file inside it, and a folder whose index is lost is reported and recoverable,
+never re-created over (``session_index``).
 """
 from __future__ import annotations
 
+import hashlib
 import json
-import math
+import logging
 import os
 import re
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any, Iterator, Mapping, Optional
 
 import torch
 
-from .errors import (FeedbackError, NonFiniteError, PapaError, SessionCorrupt, SessionMismatch, SessionNotFound,
-                     StorageError)
-from .fsio import atomic_save_safetensors, atomic_write_json, sha256_file
+from .errors import (FeedbackError, NonFiniteError, PapaError, SessionBusy, SessionCorrupt, SessionMismatch,
+                     SessionNotFound, StorageError)
+from .feedback import check_feedback
+from .fsio import UnsafeFile, atomic_save_safetensors, atomic_write_json, is_temp_file, read_regular_file, sha256_bytes
 from .lora import LoraConfig, LoraState, clone_state
+from .session_index import (FIX, FORMAT, FORMAT_VERSION, INDEX_COPY_RE, INDEX_FILE, MAX_BLOB_BYTES, index_copy_name,
+                            read_index)
 
-FORMAT = "papa-session"
-FORMAT_VERSION = 1
+log = logging.getLogger("papa")
 SESSION_NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}"
 _NAME_RE = re.compile(rf"^{SESSION_NAME_PATTERN}$")
 DEFAULT_MAX_UNDO = 20
@@ -78,6 +86,16 @@ class Round:
     def batch_size(self) -> int:
         return int(self.x0.shape[0])
 
+    @property
+    def batch_id(self) -> str:
+        """Identity of the images shown: a content hash of the latents and seeds (16 hex digits).
+
+        An answer names it, so it can only ever be recorded for the very batch the person saw.
+        """
+        h = hashlib.sha256(self.x0.detach().cpu().float().contiguous().numpy().tobytes())
+        h.update(json.dumps(self.seeds).encode())
+        return h.hexdigest()[:16]
+
     def feedback_tensor(self) -> torch.Tensor:
         if self.feedback is None:
             raise FeedbackError(f"round {self.index} has no feedback yet")
@@ -99,6 +117,7 @@ class Session:
     meta: dict = field(default_factory=dict)
     max_undo: int = DEFAULT_MAX_UNDO
     _dirty: set = field(default_factory=lambda: {"lora", "initial", "optimizer"}, repr=False)
+    _files: dict = field(default_factory=dict, repr=False)  # blob -> {file, sha256} as last saved
 
     # --- checks ---
     def check_compatible(self, base_fingerprint: str, lora_config: LoraConfig) -> None:
@@ -143,6 +162,16 @@ class Session:
         self._touch(f"round-{r.index}")
         return r
 
+    def discard_pending(self) -> Round:
+        """Drop the batch that waits for its answer (nothing is recorded); the next generate samples anew."""
+        r = self.pending_round
+        if r is None:
+            raise FeedbackError(f"session {self.name!r} has no batch waiting for an answer")
+        self.rounds.pop()
+        self._dirty.discard(f"round-{r.index}")
+        self.version += 1
+        return r
+
     def record_feedback(self, feedback, round_index: Optional[int] = None) -> Round:
         """Attach feedback (B values in [-1, 1]) to the pending round (or to ``round_index``)."""
         if round_index is None:
@@ -156,13 +185,7 @@ class Session:
             if r.update is not None:
                 raise FeedbackError(f"round {round_index} was already trained on; undo that update first to change "
                                     "its feedback")
-        values = [float(v) for v in feedback]
-        if len(values) != r.batch_size:
-            raise FeedbackError(f"got {len(values)} feedback values for a batch of {r.batch_size} images: give one per "
-                                "image (+ like, - dislike, 0 neutral)")
-        if any(not math.isfinite(v) or abs(v) > 1 for v in values):
-            raise FeedbackError("feedback values must be finite numbers in [-1, 1]")
-        r.feedback = values
+        r.feedback = check_feedback(list(feedback), r.batch_size)
         self._touch(f"round-{r.index}")
         return r
 
@@ -294,41 +317,57 @@ def optimizer_state_from_tensors(flat: Mapping[str, torch.Tensor]) -> dict:
 class SessionStore:
     """Sessions by name, each persisted under ``root/<name>/`` on every ``save``. Thread-safe.
 
-    Keeps loaded sessions in memory; ``get`` loads from disk after a restart.
+    A session's identity is its folder: the name inside its index is only a record. Each session
+    has its own lock (``locked``), so work on one session (an update, a slow disk) never stalls
+    another. Keeps loaded sessions in memory; ``get`` loads from disk after a restart. A folder
+    with data but no readable index is never written over: ``get`` reports it, ``recover``
+    rebuilds it from the newest complete version on disk.
     """
 
     def __init__(self, root: str | os.PathLike) -> None:
         self.root = Path(root)
         self._sessions: dict[str, Session] = {}
-        self._lock = threading.RLock()
+        self._locks: dict[str, threading.RLock] = {}
+        self._guard = threading.Lock()  # held only for dictionary look-ups, never across disk work
 
-    @property
-    def lock(self) -> threading.RLock:
-        """Hold it around a read-modify-save of a session shared between threads."""
-        return self._lock
+    # --- locking ---
+    def _lock_for(self, name: str) -> threading.RLock:
+        with self._guard:
+            return self._locks.setdefault(name, threading.RLock())
+
+    @contextmanager
+    def locked(self, name: str, timeout: Optional[float] = None) -> Iterator[None]:
+        """Hold session ``name`` (around a read-modify-save); raise SessionBusy after ``timeout`` s."""
+        lock = self._lock_for(validate_session_name(name))
+        if not lock.acquire(timeout=-1 if timeout is None else timeout):
+            raise SessionBusy(f"session {name!r} is busy (an update or a save is running); try again when it is done")
+        try:
+            yield
+        finally:
+            lock.release()
 
     # --- lookup ---
     def folder(self, name: str) -> Path:
         return self.root / validate_session_name(name)
 
     def exists(self, name: str) -> bool:
-        return name in self._sessions or (self.folder(name) / "session.json").exists()
+        """True when the session is loaded, or its folder holds any session data (even a damaged index)."""
+        return name in self._sessions or _has_data(self.folder(name))
 
     def names(self) -> list[str]:
-        on_disk = {p.parent.name for p in self.root.glob("*/session.json")} if self.root.exists() else set()
+        on_disk = {p.parent.name for p in self.root.glob(f"*/{INDEX_FILE}")} if self.root.exists() else set()
         return sorted(on_disk | set(self._sessions))
 
-    def get(self, name: str) -> Session:
-        with self._lock:
-            validate_session_name(name)
-            if name not in self._sessions:
-                self._sessions[name] = self._load(name)
-            return self._sessions[name]
+    def get(self, name: str, timeout: Optional[float] = None) -> Session:
+        with self.locked(name, timeout):
+            s = self._sessions.get(name)
+            if s is None:
+                s = self._sessions[name] = self._load(name)
+            return s
 
     def create(self, name: str, base_fingerprint: str, lora_config: LoraConfig, initial_lora: LoraState,
                meta: Optional[dict] = None) -> Session:
-        with self._lock:
-            validate_session_name(name)
+        with self.locked(name):
             if self.exists(name):
                 raise PapaError(f"session {name!r} already exists; open it, or choose another name")
             s = Session(name=name, base_fingerprint=base_fingerprint, lora_config=lora_config,
@@ -340,7 +379,7 @@ class SessionStore:
 
     def open_or_create(self, name: str, base_fingerprint: str, lora_config: LoraConfig, initial_lora: LoraState,
                        meta: Optional[dict] = None) -> Session:
-        with self._lock:
+        with self.locked(name):
             if self.exists(name):
                 s = self.get(name)
                 s.check_compatible(base_fingerprint, lora_config)
@@ -349,129 +388,204 @@ class SessionStore:
 
     def forget(self, name: str) -> None:
         """Drop the in-memory copy (the next ``get`` re-reads the disk)."""
-        with self._lock:
+        with self._guard:
             self._sessions.pop(name, None)
 
     # --- writing ---
     def save(self, s: Session) -> None:
         """Persist ``s``; on failure (StorageError) the disk keeps the previous state and the in-memory
         copy is dropped, so the next ``get`` returns exactly what is stored."""
-        with self._lock:
+        with self.locked(s.name):
             try:
                 self._save(s)
-            except OSError as e:
-                self._sessions.pop(s.name, None)
+            except (OSError, ValueError) as e:
+                self.forget(s.name)
+                why = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
                 raise StorageError(
-                    f"cannot save session {s.name!r} in {self.folder(s.name)} ({e.strerror or e}): make the folder "
+                    f"cannot save session {s.name!r} in {self.folder(s.name)} ({why}): make the folder "
                     "writable and free some disk space (or set PAPA_SESSION_DIR to another folder); the session on "
                     "disk is unchanged at its last saved state") from e
 
     def _save(self, s: Session) -> None:
-        with self._lock:
-            folder = self.folder(s.name)
-            folder.mkdir(parents=True, exist_ok=True)
-            previous = self._read_manifest(folder) if (folder / "session.json").exists() else None
-            prev_files = {} if previous is None else previous.get("files", {})
-            files: dict[str, dict] = {}
-            blobs = {"lora": lambda: s.lora_state, "initial": lambda: s.initial_lora,
-                     "optimizer": lambda: _flatten_optimizer(s.optimizer_state)}
-            for r in s.rounds:
-                blobs[f"round-{r.index}"] = (lambda r=r: _round_tensors(r))
-            for blob, tensors in blobs.items():
-                if blob not in s._dirty and blob in prev_files and (folder / prev_files[blob]["file"]).exists():
-                    files[blob] = prev_files[blob]
-                    continue
-                fname = f"{blob}-v{s.version}.safetensors"
-                sha = atomic_save_safetensors(folder / fname, tensors())
-                files[blob] = {"file": fname, "sha256": sha}
-            manifest = {
-                "format": FORMAT,
-                "format_version": FORMAT_VERSION,
-                "name": s.name,
-                "version": s.version,
-                "base_fingerprint": s.base_fingerprint,
-                "lora_config": s.lora_config.to_dict(),
-                "max_undo": s.max_undo,
-                "meta": s.meta,
-                "rounds": [
-                    {"index": r.index, "seeds": r.seeds, "feedback": r.feedback, "meta": r.meta, "update": r.update,
-                     "has_undo": r.lora_before is not None, "has_optimizer_before": r.optimizer_before is not None,
-                     "cond_keys": sorted(r.cond)}
-                    for r in s.rounds
-                ],
-                "files": files,
-                "saved": time.strftime("%Y-%m-%dT%H:%M:%S"),
-            }
-            atomic_write_json(folder / "session.json", manifest)  # the commit point
-            s._dirty.clear()
-            keep = {f["file"] for f in files.values()} | {"session.json"}
-            for p in folder.iterdir():
-                if p.name not in keep and (p.suffix == ".safetensors" or p.name.endswith(".tmp")):
-                    try:
-                        p.unlink()
-                    except OSError:
-                        pass
+        folder = self.folder(s.name)
+        folder.mkdir(parents=True, exist_ok=True)
+        files: dict[str, dict] = {}
+        blobs = {"lora": lambda: s.lora_state, "initial": lambda: s.initial_lora,
+                 "optimizer": lambda: _flatten_optimizer(s.optimizer_state)}
+        for r in s.rounds:
+            blobs[f"round-{r.index}"] = (lambda r=r: _round_tensors(r))
+        for blob, tensors in blobs.items():
+            prev = s._files.get(blob)
+            if blob not in s._dirty and prev is not None and (folder / prev["file"]).is_file():
+                files[blob] = prev
+                continue
+            fname = f"{blob}-v{s.version}.safetensors"
+            sha = atomic_save_safetensors(folder / fname, tensors())
+            files[blob] = {"file": fname, "sha256": sha}
+        index = _index_of(s, files)
+        copy = index_copy_name(s.version)
+        atomic_write_json(folder / copy, index)        # what ``recover`` reads if session.json is lost
+        atomic_write_json(folder / INDEX_FILE, index)  # the commit point
+        s._dirty.clear()
+        s._files = files
+        keep = {f["file"] for f in files.values()} | {INDEX_FILE, copy}
+        for p in folder.iterdir():
+            stale = p.suffix == ".safetensors" or INDEX_COPY_RE.match(p.name) or is_temp_file(p.name)
+            if p.name not in keep and stale:
+                try:
+                    p.unlink()
+                except OSError:
+                    pass
 
     # --- reading ---
-    @staticmethod
-    def _read_manifest(folder: Path) -> dict:
-        path = folder / "session.json"
-        try:
-            m = json.loads(path.read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise SessionCorrupt(f"{path} is not valid JSON ({e}); restore it from a backup or delete the folder "
-                                 "to start over") from e
-        if not isinstance(m, dict) or m.get("format") != FORMAT:
-            raise SessionCorrupt(f"{path} is not a PAPA session file")
-        if m.get("format_version", 0) > FORMAT_VERSION:
-            raise SessionCorrupt(f"{path} was written by a newer ComfyUI-PAPA (format {m.get('format_version')}); "
-                                 "update the pack")
-        return m
-
     def _load(self, name: str) -> Session:
         folder = self.folder(name)
-        if not (folder / "session.json").exists():
+        index = folder / INDEX_FILE
+        if not index.exists() and not index.is_symlink():
+            if _has_data(folder):
+                raise SessionCorrupt(f"session {name!r} in {folder} has lost its index ({INDEX_FILE} is missing); "
+                                     f"{_describe_newest(folder)}. Nothing was changed or deleted.")
             known = self.names()
             raise SessionNotFound(f"no session named {name!r}" + (f" (known sessions: {', '.join(known)})" if known else "")
                                   + "; check the name, or create it first (PAPA Generate Batch creates it)")
-        m = self._read_manifest(folder)
+        return _session_from_index(folder, name, read_index(index))
+
+    def recover(self, name: str) -> Session:
+        """Rebuild ``session.json`` from the newest complete version on disk (an ``index-v<N>.json``
+        whose files all exist and match their hashes). Deletes nothing; refuses a session that loads."""
+        with self.locked(name):
+            folder = self.folder(name)
+            try:
+                self.forget(name)
+                s = self._load(name)
+            except SessionCorrupt:
+                pass
+            else:
+                self._sessions[name] = s
+                raise PapaError(f"session {name!r} loads without error; there is nothing to recover")
+            m, s = _newest_complete(folder)
+            if s is None:
+                raise SessionCorrupt(f"session {name!r} in {folder}: {m}. Restore the folder from a backup, or move it "
+                                     "away to start over")
+            atomic_write_json(folder / INDEX_FILE, m)
+            log.warning("PAPA: session %r recovered from %s (version %d, %d rounds)", name,
+                        index_copy_name(m["version"]), s.version, len(s.rounds))
+            self._sessions[name] = s
+            return s
+
+
+def _has_data(folder: Path) -> bool:
+    """Any sign of a session: its index, an index copy, or a tensor file."""
+    try:
+        return any(e.name == INDEX_FILE or INDEX_COPY_RE.match(e.name) or e.name.endswith(".safetensors")
+                   for e in os.scandir(folder))
+    except OSError:
+        return False
+
+
+def _index_copies(folder: Path) -> list[Path]:
+    """``index-v<N>.json`` files, newest version first."""
+    found = [(int(m.group(1)), p) for p in folder.iterdir() if (m := INDEX_COPY_RE.match(p.name))]
+    return [p for _, p in sorted(found, reverse=True)]
+
+
+def _newest_complete(folder: Path) -> tuple[Any, Optional[Session]]:
+    """(index, session) of the newest index copy that loads completely, or (why none does, None)."""
+    problems = []
+    for path in _index_copies(folder):
         try:
-            tensors = {blob: self._read_blob(folder, info) for blob, info in m["files"].items()}
-            lora_config = LoraConfig.from_dict(m["lora_config"])
-            rounds = []
-            for rm in m["rounds"]:
-                t = tensors[f"round-{rm['index']}"]
-                rounds.append(Round(
-                    index=rm["index"], x0=t["x0"],
-                    cond={k[len("cond."):]: v for k, v in t.items() if k.startswith("cond.")},
-                    seeds=list(rm["seeds"]), feedback=rm["feedback"], meta=rm.get("meta") or {},
-                    update=rm.get("update"),
-                    lora_before=({k[len("lora_before."):]: v for k, v in t.items() if k.startswith("lora_before.")}
-                                 if rm.get("has_undo") else None),
-                    optimizer_before=({k[len("opt_before."):]: v for k, v in t.items() if k.startswith("opt_before.")}
-                                      if rm.get("has_optimizer_before") else None),
-                ))
-        except KeyError as e:
-            raise SessionCorrupt(f"session {name!r} in {folder} is missing an entry ({e}); the folder was edited "
-                                 "or damaged") from e
-        s = Session(name=m["name"], base_fingerprint=m["base_fingerprint"], lora_config=lora_config,
-                    lora_state=tensors["lora"], initial_lora=tensors["initial"],
-                    optimizer_state=tensors["optimizer"] or None, rounds=rounds, version=m["version"],
-                    meta=m.get("meta") or {}, max_undo=m.get("max_undo", DEFAULT_MAX_UNDO))
-        s._dirty.clear()
-        return s
+            m = read_index(path)
+            return m, _session_from_index(folder, folder.name, m)
+        except SessionCorrupt as e:
+            problems.append(f"{path.name}: {e}")
+    if not problems:
+        return "no complete version is on disk (no index-v<N>.json copy: the folder predates them or was emptied)", None
+    return "no complete version is on disk (" + "; ".join(problems)[:2000] + ")", None
 
-    @staticmethod
-    def _read_blob(folder: Path, info: dict) -> dict[str, torch.Tensor]:
-        from safetensors.torch import load_file
 
-        path = folder / info["file"]
-        if not path.exists():
-            raise SessionCorrupt(f"{path} is missing; the session folder was damaged")
-        if sha256_file(path) != info["sha256"]:
-            raise SessionCorrupt(f"{path} does not match its recorded checksum (partial or edited file); restore "
-                                 "the folder from a backup or delete it to start over")
-        return load_file(str(path))
+def _describe_newest(folder: Path) -> str:
+    m, s = _newest_complete(folder)
+    if s is None:
+        return f"{m}; restore the folder from a backup, or move it away to start over"
+    return (f"the newest complete version on disk is {index_copy_name(s.version)} ({len(s.rounds)} rounds, "
+            f"{s.update_count} updates): run PAPA Undo / Reset with 'recover' (or POST /papa/v1/action "
+            "{\"action\": \"recover\"}) to resume from it, or move the folder away to start over")
+
+
+def _index_of(s: Session, files: dict[str, dict]) -> dict:
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "name": s.name,
+        "version": s.version,
+        "base_fingerprint": s.base_fingerprint,
+        "lora_config": s.lora_config.to_dict(),
+        "max_undo": s.max_undo,
+        "meta": s.meta,
+        "rounds": [
+            {"index": r.index, "seeds": r.seeds, "feedback": r.feedback, "meta": r.meta, "update": r.update,
+             "has_undo": r.lora_before is not None, "has_optimizer_before": r.optimizer_before is not None,
+             "cond_keys": sorted(r.cond)}
+            for r in s.rounds
+        ],
+        "files": files,
+        "saved": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+
+
+def _session_from_index(folder: Path, name: str, m: dict) -> Session:
+    """Build the session an index (already schema-checked) describes, reading and checking each file."""
+    tensors = {blob: _read_blob(folder, info) for blob, info in m["files"].items()}
+    try:
+        lora_config = LoraConfig.from_dict(m["lora_config"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise SessionCorrupt(f"{folder / INDEX_FILE}: field 'lora_config' is damaged ({e}); {FIX}") from None
+    rounds = [_round_from_index(rm, tensors[f"round-{rm['index']}"], folder) for rm in m["rounds"]]
+    meta = dict(m.get("meta") or {})
+    if m["name"] != name:  # a copied folder: it is its own session from now on, named after its folder
+        log.warning("PAPA: session folder %s holds a copy of session %r; it is resumed as %r", folder, m["name"], name)
+        meta.setdefault("copied_from", m["name"])
+    s = Session(name=name, base_fingerprint=m["base_fingerprint"], lora_config=lora_config,
+                lora_state=tensors["lora"], initial_lora=tensors["initial"],
+                optimizer_state=tensors["optimizer"] or None, rounds=rounds, version=m["version"],
+                meta=meta, max_undo=m.get("max_undo", DEFAULT_MAX_UNDO))
+    s._dirty.clear()
+    s._files = {blob: dict(info) for blob, info in m["files"].items()}
+    return s
+
+
+def _round_from_index(rm: dict, t: dict[str, torch.Tensor], folder: Path) -> Round:
+    x0 = t.get("x0")
+    if x0 is None or x0.ndim != 4 or x0.shape[0] != len(rm["seeds"]):
+        raise SessionCorrupt(f"{folder}: round {rm['index']}'s latents do not match its {len(rm['seeds'])} seeds; {FIX}")
+
+    def part(prefix: str, present: bool) -> Optional[dict[str, torch.Tensor]]:
+        return {k[len(prefix):]: v for k, v in t.items() if k.startswith(prefix)} if present else None
+
+    return Round(index=rm["index"], x0=x0, cond=part("cond.", True), seeds=list(rm["seeds"]),
+                 feedback=rm["feedback"], meta=rm.get("meta") or {}, update=rm.get("update"),
+                 lora_before=part("lora_before.", bool(rm.get("has_undo"))),
+                 optimizer_before=part("opt_before.", bool(rm.get("has_optimizer_before"))))
+
+
+def _read_blob(folder: Path, info: dict) -> dict[str, torch.Tensor]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load
+
+    path = folder / info["file"]  # a plain name (check_index), so inside the folder
+    try:
+        data = read_regular_file(path, MAX_BLOB_BYTES)
+    except FileNotFoundError:
+        raise SessionCorrupt(f"{path} is missing; the session folder was damaged: {FIX}") from None
+    except UnsafeFile as e:
+        raise SessionCorrupt(f"{e}; a session's files must be regular files inside its folder: {FIX}") from None
+    if sha256_bytes(data) != info["sha256"]:
+        raise SessionCorrupt(f"{path} does not match its recorded checksum (partial or edited file); restore "
+                             "the folder from a backup or delete it to start over")
+    try:
+        return load(data)
+    except (SafetensorError, ValueError) as e:
+        raise SessionCorrupt(f"{path} is not a readable tensor file ({e}); {FIX}") from None
 
 
 def _round_tensors(r: Round) -> dict[str, torch.Tensor]:

@@ -37,7 +37,8 @@ def summarize(session: Session) -> dict:
 
 def round_list(session: Session) -> list[dict]:
     """Each round's feedback and whether an update used it (JSON-safe)."""
-    return [{"round": r.index, "batch_size": r.batch_size, "feedback": r.feedback, "trained": r.update is not None}
+    return [{"round": r.index, "batch_size": r.batch_size, "batch": r.batch_id, "seeds": r.seeds, "feedback": r.feedback,
+             "trained": r.update is not None}
             for r in session.rounds]
 
 

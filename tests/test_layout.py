@@ -20,3 +20,15 @@ def test_core_imports_no_host_module():
             offenders += [f"{path.name}: {n}" for n in names if n.split(".")[0] in HOST_MODULES]
     assert not offenders, offenders
     assert len(list(CORE.rglob("*.py"))) >= 8  # the scan saw the package
+
+
+def test_every_example_workflow_has_its_template_thumbnail():
+    """ComfyUI's template browser shows ``example_workflows/<name>.jpg`` beside ``<name>.json``."""
+    from PIL import Image
+
+    folder = CORE.parent / "example_workflows"
+    workflows = sorted(folder.glob("*.json"))
+    assert workflows
+    for wf in workflows:
+        with Image.open(wf.with_suffix(".jpg")) as im:
+            assert im.format == "JPEG" and im.size[0] >= 256

@@ -1,21 +1,36 @@
-// ComfyUI-PAPA feedback gallery: the batch a waiting "PAPA Record Preference" node asks about, shown inside
-// that node as thumbnails with 👍 / 👎 / neutral, Submit, Cancel and "👎 all others".
-// Keyboard (while a batch waits and no text field has focus): 1-9 pick an image, ↑ like, ↓ dislike,
-// 0 neutral, Enter submit, Escape cancel.
-// Every route, event name and limit comes from the server (GET /papa/v1/protocol): nodes/protocol.py is
-// the single source of truth; only that bootstrap path is written here.
+// ComfyUI-PAPA feedback gallery: the batch a "PAPA Record Preference" node asks about, shown inside that
+// node as thumbnails with like / neutral / dislike, Submit, Cancel and "dislike all others".
+//
+// - An answer names the batch it is about (round + content hash); the server refuses it for any other.
+// - A wait that timed out keeps its thumbnails and stays answerable; a page loaded or reloaded while a
+//   batch waits restores it from the server (GET waiting), in every tab; an answer in one tab closes it
+//   in the others.
+// - Keys act only while the pointer or focus is on the gallery (or its node is selected), never with
+//   Ctrl / Alt / Meta, and never while a ComfyUI menu, dialog or text field is open: 1-9 pick an image,
+//   ↑ like, ↓ dislike, 0 neutral, Enter submit. Escape is left to ComfyUI.
+// Every route, event, outcome and node name comes from the server (GET /papa/v1/protocol): nodes/protocol.py
+// is the single source of truth; only that bootstrap path is written here.
 import { app } from "../../scripts/app.js";
 import { api } from "../../scripts/api.js";
 
 const PROTOCOL_PATH = "/papa/v1/protocol";
-const NODE_TYPE = "PAPA_RecordPreference";
+let protoPromise = null;
+function loadProtocol() {
+  protoPromise ??= api.fetchApi(PROTOCOL_PATH).then((r) => r.json()).then((p) => (proto = p));
+  return protoPromise;
+}
+const TILE = 110; // px: thumbnail column width
+const TILE_H = TILE + 30; // thumbnail + its vote row
+const MAX_COLS = 4;
 let proto = null;
 
 const css = `
 .papa-gallery { display: flex; flex-direction: column; gap: 6px; font: 12px sans-serif; color: #ddd;
-  padding: 4px; box-sizing: border-box; height: 100%; overflow: auto; }
+  padding: 4px; box-sizing: border-box; height: 100%; overflow: hidden; }
+.papa-gallery:focus { outline: 1px dashed #5af8; }
 .papa-head { display: flex; justify-content: space-between; gap: 8px; flex-wrap: wrap; }
-.papa-grid { display: grid; grid-template-columns: repeat(auto-fill, minmax(110px, 1fr)); gap: 6px; }
+.papa-msg { flex-basis: 100%; color: #fc6; }
+.papa-grid { display: grid; gap: 6px; }
 .papa-tile { position: relative; border: 3px solid #444; border-radius: 6px; overflow: hidden; background: #222; }
 .papa-tile.selected { outline: 2px solid #5af; }
 .papa-tile.like { border-color: #3c3; } .papa-tile.dislike { border-color: #d33; }
@@ -23,15 +38,25 @@ const css = `
 .papa-num { position: absolute; left: 4px; top: 2px; background: #000a; padding: 0 4px; border-radius: 3px; }
 .papa-votes { display: flex; justify-content: space-around; background: #111; }
 .papa-votes button, .papa-actions button { background: #333; color: #eee; border: 1px solid #555; border-radius: 4px;
-  cursor: pointer; padding: 2px 8px; font-size: 13px; }
-.papa-votes button.on { background: #575; }
+  cursor: pointer; padding: 1px 8px; font-size: 12px; line-height: 16px; }
+.papa-votes svg { width: 14px; height: 14px; vertical-align: -2px; fill: currentColor; }
+.papa-votes button.papa-like.on { background: #2a6a2a; border-color: #3c3; }
+.papa-votes button.papa-dislike.on { background: #7a2222; border-color: #d33; }
 .papa-actions { display: flex; gap: 6px; justify-content: flex-end; }
 .papa-actions .papa-submit { background: #2a5; font-weight: bold; }
+.papa-actions .papa-submit:disabled { background: #333; color: #888; cursor: not-allowed; }
 .papa-idle { color: #999; padding: 8px; }
 .papa-zoom { position: fixed; inset: 0; background: #000c; display: flex; align-items: center; justify-content: center;
   z-index: 10000; cursor: zoom-out; }
 .papa-zoom img { max-width: 90vw; max-height: 90vh; image-rendering: pixelated; }
 `;
+
+// drawn here, so they show without an emoji font
+const ICONS = {
+  like: '<svg viewBox="0 0 16 16" aria-hidden="true"><path d="M8 2 15 12H1z"/></svg>',
+  neutral: '<svg viewBox="0 0 16 16" aria-hidden="true"><circle cx="8" cy="8" r="4.5" fill="none" stroke="currentColor" stroke-width="2"/></svg>',
+  dislike: '<svg viewBox="0 0 16 16" aria-hidden="true"><path d="M8 14 15 4H1z"/></svg>',
+};
 
 function el(tag, cls, text) {
   const e = document.createElement(tag);
@@ -54,11 +79,18 @@ function imageURL(img) {
   return api.apiURL(`/view?${q}`);
 }
 
+function counts(values) {
+  return `likes ${values.filter((v) => v > 0).length} · dislikes ${values.filter((v) => v < 0).length}`;
+}
+
 // --- one gallery per Record node ---------------------------------------------------------------
 class Gallery {
   constructor(node) {
     this.node = node;
     this.root = el("div", "papa-gallery");
+    this.root.tabIndex = 0; // focusable: keys act while it has focus
+    this.root.addEventListener("pointerenter", () => { this.hovered = true; });
+    this.root.addEventListener("pointerleave", () => { this.hovered = false; });
     this.request = null;
     this.ratings = [];
     this.selected = 0;
@@ -66,22 +98,49 @@ class Gallery {
     this.render();
   }
 
+  // request: the server's request (event or GET waiting entry); state "waiting" or "timed_out"
   show(request) {
-    this.request = request;
-    revealNode(this.node);
-    this.ratings = new Array(request.batch_size).fill(0);
-    this.selected = 0;
-    this.deadline = Date.now() + 1000 * request.timeout_s;
-    this.message = "";
+    const same = this.request && this.request.batch === request.batch;
+    this.request = { ...request, state: request.state || "waiting" };
+    if (!same) {
+      this.ratings = new Array(request.batch_size).fill(0);
+      this.selected = 0;
+      revealNode(this.node);
+    }
+    const left = request.seconds_left ?? request.timeout_s;
+    this.deadline = Date.now() + 1000 * left;
+    this.message = this.request.state === "timed_out" ? timedOutText() : "";
+    this.fit();
     this.render();
     clearInterval(this.timer);
-    this.timer = setInterval(() => this.renderHead(), 1000);
+    if (this.request.state === "waiting") this.timer = setInterval(() => this.renderHead(), 1000);
+  }
+
+  shows(detail) {
+    const r = this.request;
+    return r && r.session === detail.session && r.round === detail.round;
+  }
+
+  timedOut() {
+    clearInterval(this.timer);
+    this.request.state = "timed_out";
+    this.message = timedOutText();
+    this.render();
   }
 
   done(text) {
     this.request = null;
     clearInterval(this.timer);
     this.message = text;
+    this.render();
+  }
+
+  // a session's new summary (papa.status): replaces whatever status the idle gallery showed
+  status(summary) {
+    if (this.request || !this.session || summary.session !== this.session) return;
+    const loss = summary.last_loss === null || summary.last_loss === undefined ? "–" : Number(summary.last_loss).toFixed(4);
+    this.message = `${summary.session}: round ${summary.rounds} · updates ${summary.updates} · loss ${loss}` +
+                   (summary.untrained_rounds ? " · answer saved; PAPA Update trains on it when it runs" : "");
     this.render();
   }
 
@@ -97,17 +156,22 @@ class Gallery {
     this.render();
   }
 
+  rated() {
+    return this.ratings.some((v) => v !== 0);
+  }
+
   async submit() {
     const r = this.request;
-    if (!r) return;
+    if (!r || !this.rated()) return;
+    const values = [...this.ratings];
     try {
       await post(proto.routes.feedback, { session: r.session, prompt_id: r.prompt_id, node_id: r.node_id,
-                                          round: r.round, feedback: this.ratings });
-      const likes = this.ratings.filter((v) => v > 0).length;
-      const dislikes = this.ratings.filter((v) => v < 0).length;
-      this.done(`Sent: 👍 ${likes}  👎 ${dislikes}. Updating…`);
+                                          round: r.round, batch: r.batch, feedback: values });
+      this.session = r.session;
+      this.done(r.state === "timed_out" ? `Saved (${counts(values)}). Queue the workflow again to update.`
+                                        : `Saved (${counts(values)}). Updating…`);
     } catch (e) {
-      this.message = `Not sent: ${e.message}`;
+      this.message = `Not saved: ${e.message}`;
       this.renderHead();
     }
   }
@@ -118,7 +182,17 @@ class Gallery {
     try {
       await post(proto.routes.cancel, { session: r.session, prompt_id: r.prompt_id, node_id: r.node_id });
     } catch (e) { /* the wait already ended */ }
-    this.done("Cancelled: nothing recorded.");
+    this.done("Cancelled: nothing recorded; the next queue samples a new batch.");
+  }
+
+  // grow the node to the tile grid (1-16 images: up to 4 columns), so nothing needs scrolling
+  fit() {
+    const n = this.request.batch_size;
+    this.cols = Math.min(MAX_COLS, n);
+    this.height = 64 + Math.ceil(n / this.cols) * (TILE_H + 6) + 34; // head + grid + actions
+    const [w, h] = this.node.computeSize(); // counts this widget at getMinHeight() = this.height
+    this.node.setSize([Math.max(this.node.size[0], w, this.cols * (TILE + 6) + 24), Math.max(this.node.size[1], h)]);
+    app.canvas?.setDirty(true, true);
   }
 
   renderHead() {
@@ -130,8 +204,8 @@ class Gallery {
     const left = Math.max(0, Math.round((this.deadline - Date.now()) / 1000));
     const loss = s.last_loss === null || s.last_loss === undefined ? "–" : Number(s.last_loss).toFixed(4);
     this.head.append(el("span", "", `${r.session} · round ${r.round + 1}`),
-                     el("span", "", `so far 👍 ${s.likes ?? 0} 👎 ${s.dislikes ?? 0} · last loss ${loss}`),
-                     el("span", "papa-timer", `${left} s`));
+                     el("span", "", `so far likes ${s.likes ?? 0} · dislikes ${s.dislikes ?? 0} · last loss ${loss}`),
+                     el("span", "papa-timer", r.state === "timed_out" ? "timed out" : `${left} s`));
     if (this.message) this.head.append(el("span", "papa-msg", this.message));
   }
 
@@ -145,49 +219,68 @@ class Gallery {
     this.root.append(this.head);
     this.renderHead();
     const grid = el("div", "papa-grid");
-    this.request.images.forEach((img, i) => {
-      const v = this.ratings[i];
-      const tile = el("div", "papa-tile" + (v > 0 ? " like" : v < 0 ? " dislike" : "") +
-                      (i === this.selected ? " selected" : ""));
-      tile.dataset.index = String(i);
-      const im = el("img");
-      im.src = imageURL(img);
-      im.alt = `image ${i + 1}`;
-      im.onclick = () => zoom(im.src);
-      tile.append(im, el("span", "papa-num", String(i + 1)));
-      const votes = el("div", "papa-votes");
-      for (const [label, value, cls] of [["👍", 1, "papa-like"], ["○", 0, "papa-neutral"], ["👎", -1, "papa-dislike"]]) {
-        const b = el("button", cls + (v === value && value !== 0 ? " on" : ""), label);
-        b.title = { 1: "like (↑)", 0: "neutral (0)", "-1": "dislike (↓)" }[value];
-        b.onclick = (e) => { e.stopPropagation(); value === 0 ? (this.ratings[i] = 0, this.render()) : this.rate(i, value); };
-        votes.append(b);
-      }
-      tile.append(votes);
-      grid.append(tile);
-    });
+    grid.style.gridTemplateColumns = `repeat(${this.cols || MAX_COLS}, ${TILE}px)`;
+    this.request.images.forEach((img, i) => grid.append(this.tile(img, i)));
     this.root.append(grid);
     const actions = el("div", "papa-actions");
-    const others = el("button", "papa-others", "👎 all others");
+    const others = el("button", "papa-others", "dislike all others");
     others.onclick = () => this.dislikeOthers();
     const cancel = el("button", "papa-cancel", "Cancel");
+    cancel.title = "nothing is recorded; the next queue samples a new batch";
     cancel.onclick = () => this.cancel();
     const submit = el("button", "papa-submit", "Submit ⏎");
+    submit.disabled = !this.rated();
+    submit.title = this.rated() ? "save these ratings" : "rate at least one image first (or Cancel)";
     submit.onclick = () => this.submit();
     actions.append(others, cancel, submit);
     this.root.append(actions);
   }
 
+  tile(img, i) {
+    const v = this.ratings[i];
+    const tile = el("div", "papa-tile" + (v > 0 ? " like" : v < 0 ? " dislike" : "") +
+                    (i === this.selected ? " selected" : ""));
+    tile.dataset.index = String(i);
+    const im = el("img");
+    im.src = imageURL(img);
+    im.alt = `image ${i + 1}`;
+    im.onclick = () => zoom(im.src);
+    tile.append(im, el("span", "papa-num", String(i + 1)));
+    const votes = el("div", "papa-votes");
+    for (const [name, value, tip] of [["like", 1, "like (↑)"], ["neutral", 0, "neutral (0)"],
+                                      ["dislike", -1, "dislike (↓)"]]) {
+      const b = el("button", `papa-${name}` + (v === value && value !== 0 ? " on" : ""));
+      b.innerHTML = ICONS[name];
+      b.title = tip;
+      b.setAttribute("aria-label", name);
+      b.onclick = (e) => { e.stopPropagation(); value === 0 ? (this.ratings[i] = 0, this.render()) : this.rate(i, value); };
+      votes.append(b);
+    }
+    tile.append(votes);
+    return tile;
+  }
+
+  hasAttention() {
+    const selected = app.canvas?.selected_nodes;
+    return this.hovered || this.root.contains(document.activeElement) ||
+           !!(selected && (selected[this.node.id] || Object.values(selected).includes(this.node)));
+  }
+
   key(e) {
-    if (!this.request) return false;
+    if (!this.request || !this.hasAttention()) return false;
     if (/^[1-9]$/.test(e.key)) { this.selected = Math.min(+e.key - 1, this.ratings.length - 1); this.render(); }
     else if (e.key === "ArrowUp") this.rate(this.selected, 1);
     else if (e.key === "ArrowDown") this.rate(this.selected, -1);
     else if (e.key === "0") { this.ratings[this.selected] = 0; this.render(); }
-    else if (e.key === "Enter") this.submit();
-    else if (e.key === "Escape") this.cancel();
+    else if (e.key === "Enter" && this.rated()) this.submit();
     else return false;
     return true;
   }
+}
+
+function timedOutText() {
+  return "Waiting timed out: these images still wait for your answer. Rate and Submit here, or type the answer " +
+         "into the node and queue again (the same batch is shown, no new one).";
 }
 
 function revealNode(node) {
@@ -217,10 +310,31 @@ function galleryFor(nodeId) {
   return node?.papaGallery ?? null;
 }
 
-function activeGallery() {
-  for (const g of galleries.values()) if (g.request) return g;
-  return null;
+// is a ComfyUI menu, dialog, search box or text field in the way of the gallery's keys?
+function somethingElseHasTheKeys(e) {
+  if (e.ctrlKey || e.altKey || e.metaKey) return true;
+  const t = e.target;
+  if (t && (t.tagName === "INPUT" || t.tagName === "TEXTAREA" || t.tagName === "SELECT" || t.isContentEditable)) {
+    return true;
+  }
+  const open = document.querySelectorAll(".litecontextmenu, .litesearchbox, .graphdialog, .p-contextmenu, " +
+                                         ".p-dialog, .comfy-modal, .p-menu-overlay");
+  return [...open].some((m) => m.getClientRects().length > 0 && getComputedStyle(m).visibility !== "hidden");
 }
+
+async function restoreWaiting() {
+  // a page loaded (or reloaded, or a second tab) while a batch waits: show it again
+  if (!proto) return;
+  try {
+    const r = await (await api.fetchApi(proto.routes.waiting)).json();
+    for (const req of r.waiting || []) galleryFor(req.node_id)?.show(req);
+  } catch (e) { /* the server restarts: the next request event brings it */ }
+}
+
+const ENDED = {
+  cancelled: "Cancelled: nothing recorded; the next queue samples a new batch.",
+  interrupted: "Interrupted: the batch is still pending; queue again to see it again and answer it.",
+};
 
 app.registerExtension({
   name: "comfyui_papa.gallery",
@@ -228,38 +342,48 @@ app.registerExtension({
     const style = el("style");
     style.textContent = css;
     document.head.append(style);
-    proto = await (await api.fetchApi(PROTOCOL_PATH)).json();
+    await loadProtocol();
     api.addEventListener(proto.events.request, ({ detail }) => {
       if (!detail || detail.protocol !== proto.protocol) return;
-      const g = galleryFor(detail.node_id);
-      if (g) g.show(detail);
+      galleryFor(detail.node_id)?.show(detail);
     });
     api.addEventListener(proto.events.done, ({ detail }) => {
-      const g = detail && galleryFor(detail.node_id);
-      if (g && g.request && g.request.prompt_id === detail.prompt_id && detail.outcome !== "recorded") {
-        g.done({ cancelled: "Cancelled: nothing recorded.", timeout: "Timed out: the batch is still pending.",
-                 interrupted: "Interrupted: nothing recorded." }[detail.outcome] || "Ended.");
+      if (!detail) return;
+      for (const g of galleries) {
+        if (!g.shows(detail)) continue;
+        if (detail.outcome === "timeout") g.timedOut();
+        else if (detail.outcome === "recorded") g.done("Answered (in this or another tab).");
+        else g.done(ENDED[detail.outcome] || "Ended.");
       }
     });
+    api.addEventListener(proto.events.status, ({ detail }) => {
+      if (detail?.session) for (const g of galleries) g.status(detail);
+    });
     api.addEventListener("execution_interrupted", () => {
-      for (const g of galleries.values()) if (g.request) g.done("Interrupted: nothing recorded.");
+      for (const g of galleries) if (g.request?.state === "waiting") g.done(ENDED.interrupted);
     });
     window.addEventListener("keydown", (e) => {
-      const t = e.target;
-      if (t && (t.tagName === "INPUT" || t.tagName === "TEXTAREA" || t.isContentEditable)) return;
-      const g = activeGallery();
-      if (g && g.key(e)) { e.preventDefault(); e.stopPropagation(); }
+      if (somethingElseHasTheKeys(e)) return;
+      for (const g of galleries) {
+        if (g.key(e)) { e.preventDefault(); e.stopPropagation(); return; }
+      }
     }, true);
+    await restoreWaiting();
+  },
+  async afterConfigureGraph() {
+    await restoreWaiting();
   },
   async beforeRegisterNodeDef(nodeType, nodeData) {
-    if (nodeData.name !== NODE_TYPE) return;
+    await loadProtocol();
+    if (nodeData.name !== proto.node_types.record) return;
     const onNodeCreated = nodeType.prototype.onNodeCreated;
     nodeType.prototype.onNodeCreated = function () {
       const r = onNodeCreated?.apply(this, arguments);
       const g = new Gallery(this);
       this.papaGallery = g;
       galleries.add(g);
-      this.addDOMWidget("papa_gallery", "papa_gallery", g.root, { serialize: false, getMinHeight: () => 300 });
+      this.addDOMWidget("papa_gallery", "papa_gallery", g.root, { serialize: false,
+                                                                  getMinHeight: () => g.height ?? 300 });
       this.setSize([Math.max(this.size[0], 480), Math.max(this.size[1], 460)]);
       const onRemoved = this.onRemoved;
       this.onRemoved = function () { galleries.delete(g); return onRemoved?.apply(this, arguments); };

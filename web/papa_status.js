@@ -1,31 +1,48 @@
-// ComfyUI-PAPA: show each PAPA node's session status (round, likes / dislikes, last loss) under the node.
-// The summary comes from the node's own `ui.papa` output (see nodes/papa_nodes.py); nothing is sent back.
+// ComfyUI-PAPA: show each PAPA node's session status (round, likes / dislikes, updates, last loss) under the node.
+// The summary comes from the node's own `ui.papa` output, and from every later session-status event, so all
+// the nodes of one session read the same, newest state (the Record node's line follows the update too).
 import { app } from "../../scripts/app.js";
+import { api } from "../../scripts/api.js";
 
 const PAPA_NODES = new Set(["PAPA_Session", "PAPA_GenerateBatch", "PAPA_RecordPreference", "PAPA_Update",
                             "PAPA_ExportLoRA", "PAPA_SessionAction"]);
+const shown = new Set(); // nodes that have drawn a status
 
 export function statusText(s) {
   if (!s) return "";
   const parts = [`session ${s.session}`, `round ${s.rounds ?? 0}`];
-  if (s.likes !== undefined) parts.push(`👍 ${s.likes}  👎 ${s.dislikes}`);
+  if (s.likes !== undefined) parts.push(`likes ${s.likes} · dislikes ${s.dislikes}`);
   if (s.updates !== undefined) parts.push(`updates ${s.updates}`);
   if (s.last_loss !== null && s.last_loss !== undefined) parts.push(`loss ${Number(s.last_loss).toFixed(4)}`);
   if (s.exported) parts.push(`saved ${s.exported}`);
   return parts.join(" · ");
 }
 
+function setStatus(node, summary) {
+  node.papaSession = summary.session;
+  node.papaStatus = statusText(summary);
+  shown.add(node);
+  node.setDirtyCanvas(true, false);
+}
+
 app.registerExtension({
   name: "comfyui_papa.status",
+  async setup() {
+    const proto = await (await api.fetchApi("/papa/v1/protocol")).json();
+    api.addEventListener(proto.events.status, ({ detail }) => {
+      if (!detail?.session) return;
+      for (const node of shown) {
+        if (node.graph && node.papaSession === detail.session) setStatus(node, { ...detail, exported: undefined });
+      }
+    });
+  },
   async beforeRegisterNodeDef(nodeType, nodeData) {
     if (!PAPA_NODES.has(nodeData.name)) return;
     const onExecuted = nodeType.prototype.onExecuted;
     nodeType.prototype.onExecuted = function (output) {
       onExecuted?.apply(this, arguments);
       const summary = output?.papa?.[0];
-      if (!summary) return;
-      this.papaStatus = statusText(summary);
-      this.setDirtyCanvas(true, false);
+      if (summary) setStatus(this, summary);
     };
     const onDrawForeground = nodeType.prototype.onDrawForeground;
     nodeType.prototype.onDrawForeground = function (ctx) {

@@ -112,13 +112,17 @@ def test_bad_input_gives_node_error_and_server_keeps_serving(comfy, case, expect
     assert not (comfy.base.parent / "evil.safetensors").exists()
 
 
-def _queue_waiting(comfy, name, timeout_s=60):
+def _wait_graph(name, feedback="", timeout_s=60, seed=42):
     g = graphs.base()
-    g.update({"sess": graphs.session(name), "gen1": graphs.generate(["ckpt", 0], ["sess", 0]),
-              "rec": graphs.record(["gen1", 0], ["sess", 0], "", timeout_s=timeout_s),
+    g.update({"sess": graphs.session(name), "gen1": graphs.generate(["ckpt", 0], ["sess", 0], seed=seed),
+              "rec": graphs.record(["gen1", 0], ["sess", 0], feedback, timeout_s=timeout_s),
               "upd": graphs.update(["ckpt", 0], ["rec", 0]),
               "exp": graphs.export(["upd", 2], f"{name}_wait")})
-    pid = comfy.queue(g)
+    return g
+
+
+def _queue_waiting(comfy, name, timeout_s=60):
+    pid = comfy.queue(_wait_graph(name, timeout_s=timeout_s))
     t0 = time.time()
     while time.time() - t0 < 300:
         status, r = comfy.get(f"/papa/v1/session?name={name}")
@@ -126,6 +130,21 @@ def _queue_waiting(comfy, name, timeout_s=60):
             return pid, r["waiting"][0]
         time.sleep(0.3)
     raise TimeoutError("the Record node never started waiting")
+
+
+def test_a_timed_out_batch_is_answered_by_text_without_a_new_batch(comfy):
+    """Headless, as the issue replayed it: the wait times out; the same graph is queued again with the
+    answer typed in and Generate's seed moved (the UI's randomize control). The answer lands on the
+    batch that was shown: same seeds, same content hash, no second round."""
+    e = comfy.run(_wait_graph("late1", timeout_s=5, seed=42))
+    assert e["status"]["status_str"] == "error" and "no answer within 5 s" in error_message(e)
+    first = session_summary(comfy, "late1")["rounds"]
+    e = comfy.run(_wait_graph("late1", feedback="+ -", seed=4242))
+    assert e["status"]["status_str"] == "success", error_message(e)
+    r = session_summary(comfy, "late1")
+    assert len(r["rounds"]) == 1 and r["rounds"][0]["seeds"] == first[0]["seeds"] == [42, 42]
+    assert r["rounds"][0]["batch"] == first[0]["batch"] and r["rounds"][0]["feedback"] == [1.0, -1.0]
+    assert r["summary"]["updates"] == 1
 
 
 def test_browser_path_answer_cancel_timeout_interrupt(comfy):
@@ -145,7 +164,7 @@ def test_browser_path_answer_cancel_timeout_interrupt(comfy):
     s = session_summary(comfy, "wait1")["summary"]
     assert (s["likes"], s["dislikes"], s["updates"]) == (1, 1, 1)
 
-    # cancel: the prompt ends as interrupted, nothing recorded
+    # cancel: the prompt ends as interrupted, nothing recorded, the batch dropped
     pid, w = _queue_waiting(comfy, "wait2")
     assert comfy.post("/papa/v1/cancel", {"protocol": 1, "session": "wait2", "node_id": w["node_id"],
                                           "prompt_id": pid})[0] == 200
@@ -153,13 +172,16 @@ def test_browser_path_answer_cancel_timeout_interrupt(comfy):
     assert e["status"]["status_str"] == "error"
     assert any(k == "execution_interrupted" for k, _ in e["status"]["messages"])
     s = session_summary(comfy, "wait2")
-    assert s["summary"]["labelled_rounds"] == 0 and not s["waiting"]
+    assert s["summary"]["labelled_rounds"] == 0 and s["summary"]["rounds"] == 0 and not s["waiting"]
 
-    # timeout: a node error that says what to do; the batch stays pending
+    # timeout: a node error that says what to do; the batch stays pending and answerable
     pid, w = _queue_waiting(comfy, "wait3", timeout_s=5)
     e = comfy.wait(pid)
-    assert e["status"]["status_str"] == "error" and "no feedback within 5 s" in error_message(e)
-    assert session_summary(comfy, "wait3")["summary"]["pending_round"] is not None
+    assert e["status"]["status_str"] == "error" and "no answer within 5 s" in error_message(e)
+    first = session_summary(comfy, "wait3")
+    assert first["summary"]["pending_round"] == {"round": 0, "batch_size": 2}
+    [req] = [r for r in comfy.get("/papa/v1/waiting")[1]["waiting"] if r["session"] == "wait3"]
+    assert req["state"] == "timed_out" and req["batch"] == first["rounds"][0]["batch"]
 
     # ComfyUI's interrupt ends the wait
     pid, w = _queue_waiting(comfy, "wait4")

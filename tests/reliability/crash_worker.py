@@ -50,7 +50,7 @@ def arm_write_kill(n: int, rng: random.Random) -> None:
             return original(path, data)
         path = Path(path)
         phase = rng.choice(["partial_tmp", "tmp_not_renamed", "renamed_not_synced"])
-        tmp = path.with_name(f".{path.name}.crash.tmp")
+        tmp = path.with_name(f".{path.name}.killed00.tmp")  # named as fsio names its temporaries
         if phase == "partial_tmp":
             tmp.write_bytes(data[: len(data) // 2])
         elif phase == "tmp_not_renamed":

@@ -198,8 +198,8 @@ CASES = [
         w, i=lambda t: {k: v.to(torch.int32) for k, v in t.items()}))), "re-export it"),
     ("lora file: NaN weights", _write("n.safetensors", _tensor_file(lambda w: _lora_tensors(
         w, n=lambda t: {k: v.fill_(math.nan) if "up" in k else v for k, v in t.items()}))), "NaN or inf"),
-    ("session.json: not JSON", _session_json(lambda b: b[:40]), "delete the folder"),
-    ("session.json: not UTF-8", _session_json(lambda b: b"\xff\xfe" + b), "delete the folder"),
+    ("session.json: not JSON", _session_json(lambda b: b[:40]), "move the folder away"),
+    ("session.json: not UTF-8", _session_json(lambda b: b"\xff\xfe" + b), "move the folder away"),
     ("session.json: foreign file", _session_json(lambda b: b'{"format": "other"}'), "not a PAPA session"),
     ("session.json: newer version", _session_json(
         lambda b: json.dumps(dict(json.loads(b), format_version=99)).encode()), "update the pack"),

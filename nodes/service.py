@@ -1,0 +1,116 @@
+"""Session work shared by the nodes and the routes: recording an answer, undo / reset / recover,
+start-up clean-up, and telling the browser. No ComfyUI import at module level.
+
+An answer is acknowledged only after it is on disk: ``record_answer`` holds the session's own
+lock, records the values on the pending round, saves, and only then returns, so a route that
+answers 200 after it (and a node that goes on after it) can be killed at any moment without
+losing the click.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Optional
+
+from ..papa_core.errors import FeedbackError, PapaError
+from ..papa_core.fsio import remove_temp_files
+from ..papa_core.summary import summarize
+from . import state
+from .protocol import ACTIONS, EVENTS, PROTOCOL_VERSION
+
+log = logging.getLogger("papa")
+
+
+def send(event: str, data: dict, to_client: bool = False) -> None:
+    """A websocket event: to every tab, or (``to_client``) only to the tab that queued the prompt."""
+    try:
+        from server import PromptServer
+    except ImportError:
+        return
+    server = getattr(PromptServer, "instance", None)
+    if server is not None:
+        server.send_sync(event, data, getattr(server, "client_id", None) if to_client else None)
+
+
+def send_status(summary: dict) -> None:
+    send(EVENTS["status"], dict(summary, protocol=PROTOCOL_VERSION))
+
+
+def record_answer(name: str, round_index: int, values: list[float], timeout: Optional[float] = None,
+                  batch: Optional[str] = None) -> dict:
+    """Record ``values`` as the feedback of the session's pending round ``round_index`` and save it.
+
+    ``batch`` (``Round.batch_id`` of the images shown, when the caller knows it) must name that
+    round's very images. Returns the session's summary once the answer is on disk. Raises
+    FeedbackError when that round is not the pending one (already answered, replaced, or never
+    generated) or ``batch`` names other images, SessionBusy after ``timeout`` s of waiting.
+    """
+    store = state.store()
+    with store.locked(name, timeout):
+        sess = store.get(name)
+        pending = sess.pending_round
+        if pending is None or pending.index != round_index:
+            raise FeedbackError(f"session {name!r} has no pending round {round_index} (it was answered already, or "
+                                "no such batch was generated); generate a batch first")
+        if batch is not None and batch != pending.batch_id:
+            raise FeedbackError(f"this answer is about other images than round {round_index} of session {name!r} "
+                                "holds (the batch was replaced); reload the page and rate the batch shown")
+        sess.record_feedback(values, round_index=round_index)
+        store.save(sess)
+        summary = summarize(sess)
+    state.broker.settle(name, round_index)
+    state.bump("feedback")
+    return summary
+
+
+def discard_batch(name: str, round_index: int) -> dict:
+    """Drop round ``round_index`` if it is still the batch waiting for an answer (Cancel): nothing is
+    recorded, and the next PAPA Generate Batch samples a new batch."""
+    store = state.store()
+    with store.locked(name):
+        sess = store.get(name)
+        pending = sess.pending_round
+        if pending is not None and pending.index == round_index:
+            sess.discard_pending()
+            store.save(sess)
+        summary = summarize(sess)
+    state.broker.settle(name, round_index)
+    return summary
+
+
+def apply_session_action(name: str, action: str, timeout: Optional[float] = None) -> dict:
+    """Undo the last update, reset, recover (``SessionStore.recover``) or discard the pending batch of
+    a stored session and save it (shared by the node and the route); SessionBusy after ``timeout`` s
+    of waiting for the session."""
+    if action not in ACTIONS:
+        raise PapaError(f"unknown action {action!r}: use one of {', '.join(ACTIONS)}")
+    store = state.store()
+    with store.locked(name, timeout):
+        if action == "recover":
+            sess = store.recover(name)
+        else:
+            sess = store.get(name)
+            {"undo": sess.undo_last_update, "reset": sess.reset, "discard": sess.discard_pending}[action]()
+            store.save(sess)
+        summary = summarize(sess)
+    state.broker.settle(name)
+    state.bump("lora")
+    state.bump("feedback")  # undone feedback is untrained again: PAPA Update must run
+    send_status(summary)
+    return summary
+
+
+def clean_leftovers(lora_folders: list[str]) -> list[Path]:
+    """Remove the temporary files that killed writes left (session folders and LoRA folders): run at
+    start-up, before anything of the pack writes. Returns what was removed."""
+    removed = []
+    root = state.session_root()
+    if root.is_dir():
+        for folder in root.iterdir():
+            if folder.is_dir() and not folder.is_symlink():
+                removed += remove_temp_files(folder)
+    for folder in lora_folders:
+        removed += remove_temp_files(folder, recursive=True)
+    if removed:
+        log.info("PAPA: removed %d temporary files left by interrupted writes", len(removed))
+    return removed
