@@ -5,7 +5,7 @@
 Starts a real ComfyUI server (``--cpu`` unless ``--gpu``) with this pack and the test suite's
 random-weight SD1.5-format checkpoint, trains one update so the LoRA is non-zero, exports it, then
 alternates, same seed and settings:
-  papa:   PAPA Generate Batch (session LoRA as weight wrappers; records the round; previews)
+  papa:   PAPA Generate Batch (session LoRA as ComfyUI's own weight patches; records the round; previews)
   native: LoraLoaderModelOnly(exported file) → KSampler → VAEDecode → PreviewImage
 Each prompt's time is ComfyUI's own (execution_start → execution_success). Prints a table and,
 last, ``overhead <percent>%`` (median papa / median native − 1).
@@ -45,7 +45,7 @@ def main() -> None:
     if cdir is None:
         sys.exit("set COMFYUI_DIR to a ComfyUI checkout")
     graphs.STEPS, graphs.SIZE = a.steps, a.size
-    with tempfile.TemporaryDirectory() as tmp, running_server(Path(tmp) / "base", cdir) as server:
+    with tempfile.TemporaryDirectory() as tmp, running_server(Path(tmp) / "base", cdir, gpu=a.gpu) as server:
         setup = server.run(graphs.loop("bench", feedback="+ -", filename="bench"))  # a batch of 2
         assert setup["status"]["status_str"] == "success", error_message(setup)
         lora = setup["outputs"]["exp"]["text"][0]
@@ -60,6 +60,8 @@ def main() -> None:
             order = [("papa", g_papa), ("native", g_native)] if i % 2 == 0 else [("native", g_native),
                                                                                  ("papa", g_papa)]
             for name, g in order:
+                if name == "papa":  # a batch still waiting for its answer would be shown again, not sampled
+                    server.post("/papa/v1/action", {"protocol": 1, "session": "bench", "action": "discard"})
                 e = server.run(g)
                 assert e["status"]["status_str"] == "success", error_message(e)
                 if i > 0:  # the first pair warms caches and model loading up

@@ -1,18 +1,24 @@
 #!/usr/bin/env bash
-# Issue 6's GPU figures in one go, for a session that is lent a GPU (each step has its own time limit,
-# so one slow step cannot eat the machine's time; the logs go to ${OUT:-gpu_check}/):
-#   1. SD1.5 at 512 px (64×64 latent): (a) the reference, (b) the default (real rounds), (c), (d);
-#      and (e) through ComfyUI's model when COMFYUI_DIR is set
-#   2. SDXL at 1024 px: (b) and (e) — peak memory against the 16 GB target
-#   3. PAPA Generate Batch against KSampler + LoraLoaderModelOnly on the GPU (needs COMFYUI_DIR)
-# Usage: bash benchmarks/gpu_check.sh            (GPU)
-#        DEVICE=cpu ARCH=tiny LATENT=8 bash benchmarks/gpu_check.sh   (plumbing check on a CPU)
+# Issue 14's GPU figures in one go (≤ 8 minutes of step limits), for a session that is lent a GPU. Each step
+# has its own time limit, so one slow step cannot eat the machine's time; logs go to ${OUT:-gpu_check}/:
+#   1. the ComfyUI integration tests on the GPU at 512 px, the fidelity test among them (PAPA Generate
+#      Batch = LoraLoaderModelOnly(export) → KSampler, images and latents byte for byte)
+#   2. SD1.5 at 512 px (64×64 latent), 4 images per round: (a) the reference, (b) the default in real
+#      rounds with memory 'auto', (e) the same through ComfyUI's model — speed and peak memory
+#   3. the same (e) with the GPU capped at 6 GiB (an 8 GB card with room for the desktop)
+#   4. SDXL at 1024 px (128×128 latent): (b) and (e), then (e) capped at 12 GiB
+#   5. PAPA Generate Batch against LoraLoaderModelOnly + KSampler: 512 px, batch 4, 20 steps
+# Usage: COMFYUI_DIR=/path/to/ComfyUI bash benchmarks/gpu_check.sh
+#        DEVICE=cpu ARCH=tiny LATENT=8 LATENT_XL=8 SIZE=64 STEPS=2 bash benchmarks/gpu_check.sh  (plumbing, CPU)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-gpu_check}
 DEVICE=${DEVICE:-cuda}
 ARCH=${ARCH:-sd15}
 LATENT=${LATENT:-64}
+LATENT_XL=${LATENT_XL:-128}
+SIZE=${SIZE:-512}
+STEPS=${STEPS:-20}
 mkdir -p "$OUT"
 export OMP_WAIT_POLICY=PASSIVE PYTHONUNBUFFERED=1
 py=${PYTHON:-python3}
@@ -23,13 +29,19 @@ step() {  # step NAME SECONDS COMMAND...: run with a time limit, keep going on f
   timeout "$limit" "$@" > "$OUT/$name.log" 2>&1
   echo "   exit $?; last line: $(tail -n 1 "$OUT/$name.log")"
 }
-parts=abcd; [ -n "${COMFYUI_DIR:-}" ] && parts=abcde
-step sd15 200 "$py" benchmarks/update_speed.py --device "$DEVICE" --arch "$ARCH" --latent "$LATENT" --parts "$parts" \
-  --draws "${DRAWS:-10}"
+gpu=(); [ "$DEVICE" = cuda ] && gpu=(--gpu)
 xl_arch=sdxl; [ "$ARCH" = tiny ] && xl_arch=tiny
-xl_parts=b; [ -n "${COMFYUI_DIR:-}" ] && xl_parts=be
-step sdxl 240 "$py" benchmarks/update_speed.py --device "$DEVICE" --arch "$xl_arch" --latent "$LATENT" --parts "$xl_parts"
+speed=("$py" benchmarks/update_speed.py --device "$DEVICE" --b-mode round --memory auto)
 if [ -n "${COMFYUI_DIR:-}" ]; then
-  gpu_flag=(); [ "$DEVICE" = cuda ] && gpu_flag=(--gpu)
-  step generation 120 "$py" benchmarks/generation_overhead.py "${gpu_flag[@]}" --repeats "${REPEATS:-4}"
+  step integration 90 env PAPA_TEST_DEVICE=$([ "$DEVICE" = cuda ] && echo gpu || echo cpu) PAPA_TEST_SIZE="$SIZE" \
+    "$py" -m pytest -q -p no:cacheprovider tests/comfyui/test_server.py -k "loop_twice or timed_out"
+  step sd15 120 "${speed[@]}" --arch "$ARCH" --latent "$LATENT" --parts abe --draws "${DRAWS:-10}"
+  step sd15_cap6 45 "${speed[@]}" --arch "$ARCH" --latent "$LATENT" --parts e --memory-cap 6
+  step sdxl 100 "${speed[@]}" --arch "$xl_arch" --latent "$LATENT_XL" --parts be
+  step sdxl_cap12 60 "${speed[@]}" --arch "$xl_arch" --latent "$LATENT_XL" --parts e --memory-cap 12
+  step generation 65 "$py" benchmarks/generation_overhead.py "${gpu[@]}" --size "$SIZE" --batch 4 --steps "$STEPS" \
+    --repeats "${REPEATS:-3}"
+else  # without ComfyUI: the diffusers path only
+  step sd15 120 "${speed[@]}" --arch "$ARCH" --latent "$LATENT" --parts ab --draws "${DRAWS:-10}"
+  step sdxl 100 "${speed[@]}" --arch "$xl_arch" --latent "$LATENT_XL" --parts b
 fi

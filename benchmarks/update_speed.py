@@ -70,7 +70,8 @@ def build(arch: str, device: str):
 
     torch.manual_seed(0)
     cfg = ARCHS[arch]
-    return UNet2DConditionModel(**cfg).to(device), cfg["cross_attention_dim"]
+    with torch.device(device):  # initialised where it runs: SDXL's 2.6 G weights take minutes on a CPU
+        return UNet2DConditionModel(**cfg), cfg["cross_attention_dim"]
 
 
 def cond_for(arch: str, n: int, ctx: int, device: str) -> dict:
@@ -202,10 +203,27 @@ def run_rounds(a, denoiser, lat: int, cond, rounds: int = 2) -> list:
                 torch.cuda.reset_peak_memory_stats()
             sync(a.device)
             t0 = time.perf_counter()
-            st = update(s, denoiser, cfg)
+            st = update(s, denoiser, cfg, memory=pass_sizer(a, cfg))
             sync(a.device)
             out.append((time.perf_counter() - t0, st))
     return out
+
+
+def pass_sizer(a, cfg):
+    """--memory's pass sizer (as PAPA Update makes it), or None for fixed passes of --chunk pairs."""
+    from papa_core.memory import PassSizer, probe_for
+
+    if not a.memory:
+        return None
+    return PassSizer.start(a.memory, probe_for(torch.device(a.device)), a.max_batch, a.checkpointing,
+                           default_pairs=a.chunk, first_pairs=cfg.objective.timesteps_per_image)
+
+
+def cap_memory(a) -> None:
+    """--memory-cap: this process may use at most that many GiB of the GPU (as a smaller card would)."""
+    if a.memory_cap and a.device == "cuda":
+        total = torch.cuda.get_device_properties(0).total_memory
+        torch.cuda.set_per_process_memory_fraction(min(1.0, a.memory_cap * 2**30 / total))
 
 
 def lora_denoiser(a, checkpointing: bool = False):
@@ -279,6 +297,10 @@ def time_default(a, d, cond, part: str) -> dict:
             assert (st.timesteps, st.forward_passes) == (counted[r].timesteps, counted[r].forward_passes)
             out["rounds"][str(r)]["seconds"] = sec
         out.update(warmup_round_seconds=timed[0][0], peak_gib=peak_memory(a.device))
+        last = timed[-1][1]
+        out["memory"] = {"mode": a.memory, "cap_gib": a.memory_cap, "pairs_per_pass": last.pairs_per_pass,
+                         "checkpointing": last.checkpointing, "oom_retries": sum(st.oom_retries for _, st in timed),
+                         "notes": [n for _, st in timed for n in st.memory_notes]}
     else:
         def per_pair(autocast):
             time_pairs(a, d, cond, 2, False, autocast)  # warm-up
@@ -331,13 +353,13 @@ def comfy_model(a):
     cfg = family(dict(unet))
     cfg.set_inference_dtype(torch.float16 if a.device == "cuda" else torch.float32, None)
     model = cls(cfg, model_type=comfy.model_base.ModelType.EPS)
-    g = torch.Generator().manual_seed(0)
+    dev = torch.device(a.device)
+    g = torch.Generator(dev).manual_seed(0)  # drawn on the device: fast for SDXL on a GPU
     with torch.no_grad():
         for p in model.parameters():
             if p.numel():
                 std = 1 / max(1, p[0].numel()) ** 0.5 if p.ndim > 1 else 0.05
-                p.copy_(torch.randn(p.shape, generator=g) * std)
-    dev = torch.device(a.device)
+                p.copy_(torch.randn(p.shape, generator=g, device=dev) * std)
     return comfy.model_patcher.ModelPatcher(model, dev, torch.device("cpu") if a.device == "cuda" else dev)
 
 
@@ -482,6 +504,11 @@ def report_default(a, key: str, what: str, rb: dict, ra) -> None:
     print(f"({key}) peak {rb['peak_gib']:.2f} GiB" + (f"; warm-up round 0: {rb['warmup_round_seconds']:.2f} s"
                                                       if rb["mode"] == "round" else "")
           + (f"; {rb['lora_params']} LoRA parameters" if key == "e" else ""))
+    mem = rb.get("memory")
+    if mem and mem["mode"]:
+        print(f"({key}) memory {mem['mode']!r}" + (f" under a {mem['cap_gib']:g} GiB cap" if mem["cap_gib"] else "")
+              + f": {mem['pairs_per_pass']} pairs per pass, checkpointing {mem['checkpointing']}, "
+              f"{mem['oom_retries']} out-of-memory retries" + "".join(f"; {n}" for n in mem["notes"][:4]))
     if ra:
         ref = ra["round_seconds_extrapolated"]
         print(f"(a)/({key}): round 1 {ref / rb['rounds']['1']['seconds']:.1f}x, round 3 (steady state"
@@ -513,6 +540,9 @@ def main() -> None:
     p.add_argument("--b-mode", choices=["round", "pairs"], help="(b): time a real round, or count its passes "
                    "and time one pass of --chunk pairs (default: pairs on CPU, round on GPU)")
     p.add_argument("--part", choices=["a", "b", "c", "d", "e"], help=argparse.SUPPRESS)
+    p.add_argument("--memory", choices=["auto", "low VRAM", "fast"], help="size the passes as PAPA Update's memory "
+                   "setting does (default: fixed passes of --chunk pairs)")
+    p.add_argument("--memory-cap", type=float, default=0.0, help="GiB of the GPU this process may use (0: all)")
     p.add_argument("--parts", help="which parts to run (d = the ablation, e = (b) through ComfyUI's model; "
                    "default abcd, and e when COMFYUI_DIR is set)")
     a = p.parse_args()
@@ -522,6 +552,7 @@ def main() -> None:
     if "e" in a.parts and not (comfy_dir and (Path(comfy_dir) / "main.py").exists()):
         raise SystemExit("part e runs through ComfyUI's model: set COMFYUI_DIR to a ComfyUI checkout (with main.py)")
     if a.part:
+        cap_memory(a)
         fn = {"a": part_reference, "b": part_default, "c": part_noise, "d": part_ablation, "e": part_comfy}[a.part]
         print("RESULT " + json.dumps(fn(a)), flush=True)
         return

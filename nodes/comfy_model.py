@@ -1,8 +1,9 @@
-"""ComfyUI's MODEL (a ``ModelPatcher``) as a PAPA ``Denoiser``; the LoRA as weight wrappers on clones.
+"""ComfyUI's MODEL (a ``ModelPatcher``) as a PAPA ``Denoiser``; the LoRA on clones.
 
-The host's MODEL is never modified: every LoRA lives on a *clone*, as ComfyUI weight wrappers
-(``W → W + alpha/rank · up @ down`` on every forward), so an update is visible at once and the
-original MODEL, and every other clone, keeps its exact weights.
+The host's MODEL is never modified: every LoRA lives on a *clone*. For training, as ComfyUI weight
+wrappers (``W → W + alpha/rank · up @ down`` on every forward, with gradients); for sampling, as
+ComfyUI's own LoRA weight patches (``with_lora``), which is what a loaded LoRA file becomes, so
+PAPA's images equal those of its exported file and cost what native sampling costs.
 
 Module names: the session's ``LoraState`` uses diffusers module paths (kohya's naming for SD1.x/2.x
 files); ComfyUI's UNet uses ldm paths. ``ModelInfo`` holds the map between them, taken from
@@ -24,6 +25,7 @@ import torch
 from ..papa_core.denoiser import fingerprint_tensors
 from ..papa_core.errors import PapaError, SessionMismatch
 from ..papa_core.lora import DOWN, UP, LoraConfig, LoraState, is_target, lora_delta, lora_shapes
+from ..papa_core.lora_io import lora_to_kohya
 from ..papa_core.schedule import DiffusionSchedule
 
 log = logging.getLogger("papa")
@@ -210,33 +212,58 @@ def _check_state(state: Mapping[str, torch.Tensor], expected: Mapping[str, tuple
             raise SessionMismatch(f"LoRA tensor shapes for {m} do not fit this model (another base model or rank?)")
 
 
+def memory_probe(device: torch.device):
+    """The update's memory readings on ComfyUI's device: free memory as ComfyUI counts it (its own
+    cache included), peaks from torch's allocator; nothing on the CPU."""
+    import comfy.model_management
+
+    from ..papa_core.memory import CudaProbe, NoProbe
+
+    if device.type != "cuda":
+        return NoProbe()
+    return CudaProbe(device, free=lambda: comfy.model_management.get_free_memory(device))
+
+
+PAPA_PATCHES = "papa_patches"  # model_options key: ids of the weight patches with_lora added
+
+
 def _strip_papa(model) -> None:
-    """Remove PAPA wrappers a MODEL may already carry (from an upstream PAPA node) — on a clone."""
+    """Remove the PAPA LoRA a MODEL may already carry (from an upstream PAPA node) — on a clone: the
+    training wrappers, and the weight patches ``with_lora`` added."""
     cleaned = {}
     for key, fns in model.weight_wrapper_patches.items():
         keep = [f for f in fns if not isinstance(f, LoraWrapper) and f is not _identity]
         if keep:
             cleaned[key] = keep
     model.weight_wrapper_patches = cleaned
+    ours = set(model.model_options.pop(PAPA_PATCHES, ()))
+    if ours:
+        import uuid
+
+        model.patches = {k: kept for k, ps in model.patches.items() if (kept := [p for p in ps if id(p[1]) not in ours])}
+        model.patches_uuid = uuid.uuid4()  # tells ComfyUI the weights must be patched anew
 
 
 def with_lora(model, state: Mapping[str, torch.Tensor], config: LoraConfig, info: ModelInfo):
-    """A clone of ``model`` carrying a frozen snapshot of the LoRA ``state`` (the host's MODEL is untouched).
+    """A clone of ``model`` carrying the LoRA ``state`` exactly as ComfyUI applies a loaded LoRA file.
 
-    Any PAPA LoRA already on ``model`` is replaced, not stacked.
+    The patches are built from the very tensors an fp32 export writes (``lora_to_kohya``) and added
+    by ComfyUI's own ``load_lora_for_models`` (what LoraLoaderModelOnly calls), so sampling uses the
+    same weight arithmetic and dtype handling, at the native cost (weights patched once per load,
+    not on every forward), and equals ``LoraLoaderModelOnly(export) → KSampler`` bit for bit. Any
+    PAPA LoRA already on ``model`` is replaced, not stacked; the host's MODEL is untouched.
     """
-    import comfy.model_management
+    import comfy.sd
 
-    targets = info.lora_targets(config)
-    _check_state(state, targets, config)
-    device = comfy.model_management.get_torch_device()
-    m = model.clone()
-    _strip_papa(m)
-    for name in targets:
-        w = LoraWrapper(state[f"{name}.{DOWN}"].to(device, torch.float32),
-                        state[f"{name}.{UP}"].to(device, torch.float32), config.scale, trainable=False)
-        m.add_weight_wrapper(f"diffusion_model.{info.ldm_of[name]}.weight", w)
-    return m
+    _check_state(state, info.lora_targets(config), config)
+    base = model.clone()
+    _strip_papa(base)
+    name_map = info.export_name_map()
+    tensors = lora_to_kohya(state, config, name_map.__getitem__ if name_map else None)
+    patched, _ = comfy.sd.load_lora_for_models(base, None, tensors, 1.0, 0)
+    before = {id(p[1]) for ps in base.patches.values() for p in ps}
+    patched.model_options[PAPA_PATCHES] = sorted({id(p[1]) for ps in patched.patches.values() for p in ps} - before)
+    return patched
 
 
 class ComfyDenoiser:

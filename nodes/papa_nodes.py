@@ -16,6 +16,7 @@ from ..papa_core.errors import PapaError, SessionNotFound
 from ..papa_core.feedback import parse_feedback
 from ..papa_core.lora import TARGET_PRESETS, LoraConfig, init_lora_state
 from ..papa_core.lora_io import export_lora
+from ..papa_core.memory import DEFAULT_MAX_PAIRS, MEMORY_MODES, PassSizer
 from ..papa_core.session import validate_session_name
 from ..papa_core.summary import progress_image, summarize
 from ..papa_core.update import UPDATE_PRESETS, update, update_preset
@@ -325,11 +326,16 @@ class PAPAUpdate:
                                      "Weight of the similarity-to-base term (keeps quality); -1 = the preset's "
                                      f"(default {d.objective.model_coef:g})."}),
             "gradient_checkpointing": ("BOOLEAN", {"default": False, "tooltip": "Recompute activations in backward: "
-                                       "less memory, slower."}),
-            "pairs_per_pass": ("INT", {"default": 8, "min": 1, "max": 256, "tooltip": "(image, timestep) pairs per "
-                               "forward/backward pass: more is faster but needs more memory; lower it if the update "
-                               "runs out of GPU memory. The result does not depend on it. At or above timesteps_per_image each image "
-                               "fits one pass, which saves one of its three forward passes."}),
+                                       "less memory, slower (the memory setting turns it on by itself when needed)."}),
+            "pairs_per_pass": ("INT", {"default": DEFAULT_MAX_PAIRS, "min": 1, "max": 256, "tooltip":
+                               "The most (image, timestep) pairs per forward/backward pass: more is faster but needs more memory. The result does "
+                               "not depend on it. At or above timesteps_per_image each image fits one pass, which saves "
+                               "one of its three forward passes."}),
+        }, "optional": {
+            "memory": (list(MEMORY_MODES), {"default": "auto", "tooltip": "auto: as many pairs per pass as fit in the "
+                       "GPU memory ComfyUI reports free (measured on the first pass). low VRAM: one pair per pass with "
+                       "gradient checkpointing. fast: pairs_per_pass at once. Out of memory, a step is retried with "
+                       "smaller passes; the round and the session are never lost."}),
         }}
 
     @classmethod
@@ -337,11 +343,11 @@ class PAPAUpdate:
         return state.version("feedback")
 
     def run(self, model, session, preset, algorithm, k, lr, steps, timesteps_per_image, pref_coef, model_coef,
-            gradient_checkpointing, pairs_per_pass=8):
+            gradient_checkpointing, pairs_per_pass=DEFAULT_MAX_PAIRS, memory="auto"):
         import comfy.model_management
         import comfy.utils
 
-        from .comfy_model import ComfyDenoiser, inspect_model, with_lora
+        from .comfy_model import ComfyDenoiser, inspect_model, memory_probe, with_lora
 
         info = inspect_model(model)
         sess = _get_session(session)
@@ -361,14 +367,17 @@ class PAPAUpdate:
                 pbar.update_absolute(step, n)
                 comfy.model_management.throw_exception_if_processing_interrupted()
 
+            sizer = PassSizer.start(memory, memory_probe(device), int(pairs_per_pass), bool(gradient_checkpointing),
+                                    first_pairs=cfg.objective.timesteps_per_image)
             with torch.inference_mode(False):
                 den = ComfyDenoiser(model, info, sess.lora_config, compute_dtype)
-                with store.locked(sess.name), den.gradient_checkpointing(gradient_checkpointing):
-                    stats = update(sess, den, cfg, progress=progress)
+                with store.locked(sess.name):
+                    stats = update(sess, den, cfg, progress=progress, memory=sizer)
                     store.save(sess)
             state.bump("lora")
-            log.info("PAPA update of %s: %d images, %d steps, loss %s, %.1f s", sess.name, stats.images, stats.steps,
-                     [round(v, 4) for v in stats.loss], stats.seconds)
+            log.info("PAPA update of %s: %d images, %d steps, loss %s, %.1f s, %d pairs per pass%s", sess.name,
+                     stats.images, stats.steps, [round(v, 4) for v in stats.loss], stats.seconds, stats.pairs_per_pass,
+                     "".join(f"; {note}" for note in stats.memory_notes))
         else:
             log.info("PAPA: session %s has no new feedback; the LoRA is unchanged", sess.name)
         out_model = with_lora(model, sess.lora_state, sess.lora_config, info)
@@ -378,7 +387,7 @@ class PAPAUpdate:
 
 
 def build_update_config(preset: str, algorithm: str, k: int, lr: float, steps: int, timesteps_per_image: int,
-                        pref_coef: float, model_coef: float, pairs_per_pass: int = 8):
+                        pref_coef: float, model_coef: float, pairs_per_pass: int = DEFAULT_MAX_PAIRS):
     """The node's widgets → an UpdateConfig: 0 / -1 keep the preset's value."""
     if preset not in UPDATE_PRESET_NAMES:
         raise PapaError(f"unknown preset {preset!r}: choose one of {', '.join(UPDATE_PRESET_NAMES)}")

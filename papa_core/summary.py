@@ -30,9 +30,18 @@ def summarize(session: Session) -> dict:
         "pending_round": None if pending is None else {"round": pending.index, "batch_size": pending.batch_size},
         "last_loss": last_loss,
         "can_undo": session.can_undo(),
+        "last_update": _update_brief(updates[-1]) if updates else None,
         "lora": session.lora_config.to_dict(),
         "base_model": session.meta.get("base_model"),
     }
+
+
+def _update_brief(stats: dict) -> dict:
+    """The last update's cost: passes, memory (peak in GiB where measured), out-of-memory retries, time."""
+    peak = stats.get("peak_bytes")
+    return {"seconds": round(float(stats.get("seconds", 0.0)), 2), "pairs_per_pass": stats.get("pairs_per_pass"),
+            "checkpointing": stats.get("checkpointing"), "oom_retries": stats.get("oom_retries", 0),
+            "peak_gib": None if peak is None else round(peak / 2**30, 2), "notes": stats.get("memory_notes", [])}
 
 
 def round_list(session: Session) -> list[dict]:

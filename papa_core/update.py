@@ -7,6 +7,7 @@ the pre-update weights and raises ``NonFiniteError``; the session is left untouc
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -16,6 +17,7 @@ import torch
 
 from .denoiser import Denoiser
 from .errors import NonFiniteError, PapaError
+from .memory import NoProbe, PassSizer, is_out_of_memory
 from .objective import OBJECTIVE_PRESETS, ObjectiveConfig, accumulate_gradients, pick_preset
 from .session import Round, Session, optimizer_state_from_tensors, optimizer_state_to_tensors
 
@@ -142,6 +144,11 @@ class UpdateStats:
     seconds: float
     lr: float
     objective: str
+    pairs_per_pass: int = 0  # at the end of the update (the sizer may have changed it)
+    checkpointing: bool = False
+    oom_retries: int = 0  # steps retried with a smaller pass after running out of memory
+    peak_bytes: Optional[int] = None  # the device's peak during the update's passes (None: not measured)
+    memory_notes: list = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -258,12 +265,47 @@ def _step_choices(n: int, n_new: int, per_step: int, shuffle: bool, g: torch.Gen
             yield take_old(per_step - n_new) + new
 
 
+def _fitted_gradients(denoiser: Denoiser, opt, x0, cond, y, objective: ObjectiveConfig, g: torch.Generator,
+                      autocast_dtype, sizer: PassSizer):
+    """``accumulate_gradients`` in passes of ``sizer.pairs``; out of memory, the step is retried with the
+    same draws (generator state restored) in smaller passes, which gives the same gradient."""
+    draws = g.get_state()
+    while True:
+        opt.zero_grad(set_to_none=True)
+        sizer.before_step()
+        try:
+            with _checkpointing(denoiser, sizer.checkpointing):
+                res = accumulate_gradients(denoiser, x0, cond, y, replace(objective, max_batch=sizer.pairs),
+                                           generator=g, autocast_dtype=autocast_dtype)
+        except Exception as e:  # noqa: BLE001 - only out-of-memory is handled; the rest re-raised
+            if not is_out_of_memory(e):
+                raise
+            why = str(e).splitlines()[0][:200]
+        else:
+            sizer.after_step()
+            return res
+        # outside the except block, so the error's frames (and the activations they hold) are gone
+        opt.zero_grad(set_to_none=True)
+        g.set_state(draws)
+        sizer.shrink(why)
+
+
+def _checkpointing(denoiser: Denoiser, on: bool):
+    """The denoiser's gradient checkpointing while ``on`` (denoisers without it run as they are)."""
+    cm = getattr(denoiser, "gradient_checkpointing", None)
+    return cm(True) if on and cm is not None else contextlib.nullcontext()
+
+
 def update(session: Session, denoiser: Denoiser, config: UpdateConfig = UpdateConfig(),
-           progress: Optional[ProgressCallback] = None) -> UpdateStats:
+           progress: Optional[ProgressCallback] = None, memory: Optional[PassSizer] = None) -> UpdateStats:
     """Train the session's LoRA on its new feedback; returns the stats and saves nothing to disk.
 
-    The caller persists the session afterwards (``SessionStore.save``).
+    ``memory`` sizes the forward/backward passes (``memory.PassSizer``); by default every pass holds
+    up to ``config.objective.max_batch`` pairs. An out-of-memory error retries the step with smaller
+    passes (the result does not depend on them). The caller persists the session afterwards
+    (``SessionStore.save``).
     """
+    sizer = memory or PassSizer.start("fast", NoProbe(), config.objective.max_batch)
     session.check_compatible(denoiser.fingerprint, denoiser.lora_config)
     new_rounds, items = training_set(session, config)
     t_start = time.perf_counter()
@@ -304,9 +346,7 @@ def update(session: Session, denoiser: Denoiser, config: UpdateConfig = UpdateCo
         for step in range(steps):
             chosen = next(choices)
             x0, cond, y = _stack([items[j] for j in chosen])
-            opt.zero_grad(set_to_none=True)
-            res = accumulate_gradients(denoiser, x0, cond, y, config.objective, generator=g,
-                                       autocast_dtype=autocast_dtype)
+            res = _fitted_gradients(denoiser, opt, x0, cond, y, config.objective, g, autocast_dtype, sizer)
             grads = [p.grad for p in params if p.grad is not None]
             norm = torch.linalg.vector_norm(torch.stack([gr.detach().float().norm() for gr in grads])) if grads \
                 else torch.zeros(())
@@ -332,7 +372,9 @@ def update(session: Session, denoiser: Denoiser, config: UpdateConfig = UpdateCo
         raise
     stats = UpdateStats(rounds=[r.index for r in new_rounds], images=n, steps=steps, loss=losses, grad_norm=norms,
                         timesteps=timesteps, forward_passes=forwards, seconds=time.perf_counter() - t_start,
-                        lr=lr, objective=config.objective.loss)
+                        lr=lr, objective=config.objective.loss, pairs_per_pass=sizer.pairs,
+                        checkpointing=sizer.checkpointing, oom_retries=sizer.oom_retries,
+                        peak_bytes=sizer.peak_bytes, memory_notes=list(sizer.notes))
     session.apply_update(new_rounds, denoiser.get_lora_state(), optimizer_state_to_tensors(opt.state_dict()),
                          stats.to_dict())
     return stats

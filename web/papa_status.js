@@ -14,6 +14,9 @@ export function statusText(s) {
   if (s.likes !== undefined) parts.push(`likes ${s.likes} · dislikes ${s.dislikes}`);
   if (s.updates !== undefined) parts.push(`updates ${s.updates}`);
   if (s.last_loss !== null && s.last_loss !== undefined) parts.push(`loss ${Number(s.last_loss).toFixed(4)}`);
+  const u = s.last_update;
+  if (u?.peak_gib !== null && u?.peak_gib !== undefined) parts.push(`peak ${u.peak_gib} GiB`);
+  if (u?.oom_retries) parts.push(`out of memory ${u.oom_retries}× (retried smaller)`);
   if (s.exported) parts.push(`saved ${s.exported}`);
   return parts.join(" · ");
 }

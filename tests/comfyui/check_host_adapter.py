@@ -138,6 +138,13 @@ def check(kind: str, pack) -> dict:
         with torch.no_grad():
             eps_file = (x - loaded.model.apply_model(x, sig, **cond)) / sig.view(-1, 1, 1, 1)
         res["export_err"] = float((eps_file - eps_lora).abs().max())
+        # sampling uses ComfyUI's own LoRA patches: the snapshot is the loaded file, bit for bit, with no
+        # per-forward wrapper; a PAPA LoRA on the input MODEL is replaced, not stacked
+        res["snapshot_equals_file"] = bool(torch.equal(eps_snap, eps_file))
+        res["snapshot_wrappers"] = sum(len(v) for v in snap.weight_wrapper_patches.values())
+        again = with_lora(snap, state, cfg, info)
+        res["patches_replaced"] = (set(again.patches) == set(snap.patches) == set(loaded.patches)
+                                   and all(len(again.patches[k]) == 1 for k in again.patches))
         # 4. gradients reach every LoRA tensor, and checkpointing does not change them
         def grads(ckpt: bool):
             for p in den.lora_parameters():

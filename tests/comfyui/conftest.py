@@ -133,8 +133,10 @@ def cached_nodes(entry: dict) -> list[str]:
 
 
 @contextlib.contextmanager
-def running_server(base: Path, cdir: Path, extra_args: tuple[str, ...] = ()):
-    """A ComfyUI server with this pack under ``base`` (created here); yields a ComfyServer."""
+def running_server(base: Path, cdir: Path, extra_args: tuple[str, ...] = (), gpu: bool | None = None):
+    """A ComfyUI server with this pack under ``base`` (created here); yields a ComfyServer. It runs on the
+    CPU unless ``gpu`` (default: ``PAPA_TEST_DEVICE=gpu`` in the environment, as benchmarks/gpu_check.sh sets)."""
+    gpu = os.environ.get("PAPA_TEST_DEVICE") == "gpu" if gpu is None else gpu
     (base / "custom_nodes").mkdir(parents=True)
     os.symlink(REPO, base / "custom_nodes" / "ComfyUI-PAPA")
     for sub in ("models/checkpoints", "models/loras", "output", "input", "temp", "user"):
@@ -144,7 +146,7 @@ def running_server(base: Path, cdir: Path, extra_args: tuple[str, ...] = ()):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     log = base / "comfyui.log"
-    cmd = [sys.executable, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port), "--base-directory",
+    cmd = [sys.executable, "main.py", *([] if gpu else ["--cpu"]), "--listen", "127.0.0.1", "--port", str(port), "--base-directory",
            str(base), "--disable-auto-launch", *extra_args]
     with open(log, "wb") as f:
         proc = subprocess.Popen(cmd, cwd=cdir, env=server_env(), stdout=f, stderr=subprocess.STDOUT)

@@ -1,8 +1,10 @@
 """API-format workflows for the integration tests (node id → {class_type, inputs})."""
 from __future__ import annotations
 
+import os
+
 CKPT = "papa_tiny_sd15.safetensors"
-SIZE = 64
+SIZE = int(os.environ.get("PAPA_TEST_SIZE", "64"))  # px; benchmarks/gpu_check.sh runs the tests at 512
 STEPS = 2
 CFG = 5.0
 SAMPLER = "euler"
@@ -51,6 +53,10 @@ def save(images, prefix: str) -> dict:
     return {"class_type": "SaveImage", "inputs": {"images": images, "filename_prefix": prefix}}
 
 
+def save_latent(samples, prefix: str) -> dict:
+    return {"class_type": "SaveLatent", "inputs": {"samples": samples, "filename_prefix": f"latents/{prefix}"}}
+
+
 def loop(name: str, feedback: str = "+ -", filename: str = "papa_test", seed: int = 42) -> dict:
     """generate → feedback (text) → update → generate → export, in one prompt."""
     g = base()
@@ -63,6 +69,7 @@ def loop(name: str, feedback: str = "+ -", filename: str = "papa_test", seed: in
         "exp": export(["upd", 2], filename),
         "save1": save(["gen1", 0], f"{name}_gen1"),
         "save2": save(["gen2", 0], f"{name}_gen2"),
+        "lat2": save_latent(["gen2", 1], f"{name}_gen2"),
     })
     return g
 
@@ -83,5 +90,6 @@ def native(prefix: str, seed: int = 42, batch: int = 2, lora: str | None = None)
                                                     "latent_image": ["lat", 0], "denoise": 1.0}},
         "dec": {"class_type": "VAEDecode", "inputs": {"samples": ["ks", 0], "vae": ["ckpt", 2]}},
         "save": save(["dec", 0], prefix),
+        "slat": save_latent(["ks", 0], prefix),
     })
     return g

@@ -181,6 +181,8 @@ def test_keys_leave_comfyui_menus_and_shortcuts_alone(comfy, page, clean):
     load_loop(page, "keys_ui")
     queue_and_wait_for_gallery(page)
     assert page.is_disabled(".papa-submit")  # nothing rated: nothing to submit
+    widgets = page.evaluate("() => window.app.graph.findNodesByType('PAPA_Session')[0].widgets.map(w => w.name)")
+    assert "seed" in widgets and "control_after_generate" not in widgets  # a resumed session ignores its seed
     # Esc closes ComfyUI's context menu and leaves the batch waiting
     page.mouse.click(200, 900, button="right")
     page.wait_for_selector(".litecontextmenu", timeout=10_000)
@@ -222,6 +224,11 @@ def test_a_reloaded_page_and_a_second_tab_show_the_waiting_batch(comfy, page, sh
     r = wait_summary(comfy, "tabs_ui", lambda r: r["summary"]["updates"] == 1)
     assert r["rounds"][0]["feedback"] == [1.0, -1.0, 1.0, -1.0]
     page.wait_for_function("() => !document.querySelector('.papa-tile')", timeout=30_000)  # closed in tab 1 too
+    # the Record and Update nodes' status lines read the same (newest) session state
+    page.wait_for_function("""() => {
+      const s = (t) => window.app.graph.findNodesByType(t)[0]?.papaStatus;
+      return s('PAPA_Update')?.includes('updates 1') && s('PAPA_RecordPreference') === s('PAPA_Update');
+    }""", timeout=60_000)
     second.close()
     assert not page.papa_errors, page.papa_errors
 

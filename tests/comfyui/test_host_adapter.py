@@ -39,6 +39,8 @@ def test_host_adapter(results, kind, family, prediction, naming):
     assert r["lora_effect"] > 1e-5
     assert r["snapshot_err"] < 1e-5
     assert r["keys_not_loaded"] == 0 and r["export_err"] < 1e-4
+    # sampling goes through ComfyUI's own LoRA patching: equal to the exported file bit for bit
+    assert r["snapshot_equals_file"] and r["snapshot_wrappers"] == 0 and r["patches_replaced"]
     # gradients reach every LoRA tensor under ComfyUI's inference mode; checkpointing recomputes, same grads
     assert r["grad_all_finite_nonzero"]
     assert r["ckpt_recomputes"] >= 1 and r["ckpt_grad_err"] < 1e-5
