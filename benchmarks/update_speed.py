@@ -385,9 +385,7 @@ def part_comfy(a) -> dict:
 
     mp = comfy_model(a)
     info = inspect_model(mp)
-    compute = None
-    if a.device == "cuda" and comfy.model_management.should_use_bf16(torch.device("cuda")):
-        compute = torch.bfloat16  # as PAPA Update does over fp16 weights
+    compute = host.training_dtype(mp, torch.device(a.device))  # as PAPA Update decides it
     d = ComfyDenoiser(mp, info, LoraConfig(rank=8, alpha=8.0, targets=a.targets), compute)
     ctx = (COMFY_SDXL if a.arch == "sdxl" else COMFY_SD15)["context_dim"]
     g = torch.Generator().manual_seed(1)

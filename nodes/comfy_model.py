@@ -212,6 +212,17 @@ def _check_state(state: Mapping[str, torch.Tensor], expected: Mapping[str, tuple
             raise SessionMismatch(f"LoRA tensor shapes for {m} do not fit this model (another base model or rank?)")
 
 
+def training_dtype(model, device: torch.device) -> Optional[torch.dtype]:
+    """The dtype PAPA Update computes in over ``model``'s weights on ``device``: bf16 over fp16 weights on a
+    GPU that has it (fp16 weights train badly; ComfyUI's own nodes_train does the same), else theirs."""
+    import comfy.model_management
+
+    if device.type == "cuda" and model.model.get_dtype() == torch.float16 and \
+            comfy.model_management.should_use_bf16(device):
+        return torch.bfloat16
+    return None
+
+
 def memory_probe(device: torch.device):
     """The update's memory readings on ComfyUI's device: free memory as ComfyUI counts it (its own
     cache included), peaks from torch's allocator; nothing on the CPU."""

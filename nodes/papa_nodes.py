@@ -57,7 +57,8 @@ def _open_session(ref: SessionRef, model, info):
     """Open the session for this MODEL, creating it (and its zero LoRA) on first use."""
     from .comfy_model import base_fingerprint
 
-    meta = {"base_model": info.base_model, "family": info.family, "kohya_naming": info.kohya_naming}
+    meta = {"base_model": info.base_model, "family": info.family, "kohya_naming": info.kohya_naming,
+            "prediction": info.prediction}
     targets = info.lora_targets(ref.lora_config)
     if info.kohya_naming == "ldm":
         meta["ldm_names"] = {n: info.ldm_of[n] for n in targets}
@@ -347,7 +348,7 @@ class PAPAUpdate:
         import comfy.model_management
         import comfy.utils
 
-        from .comfy_model import ComfyDenoiser, inspect_model, memory_probe, with_lora
+        from .comfy_model import ComfyDenoiser, inspect_model, memory_probe, training_dtype, with_lora
 
         info = inspect_model(model)
         sess = _get_session(session)
@@ -356,10 +357,6 @@ class PAPAUpdate:
         store = state.store()
         if sess.untrained_rounds():
             device = comfy.model_management.get_torch_device()
-            compute_dtype = None
-            if device.type == "cuda" and model.model.get_dtype() == torch.float16 and \
-                    comfy.model_management.should_use_bf16(device):
-                compute_dtype = torch.bfloat16  # fp16 weights train badly; nodes_train does the same
             total = cfg.steps or 1
             pbar = comfy.utils.ProgressBar(total)
 
@@ -370,7 +367,7 @@ class PAPAUpdate:
             sizer = PassSizer.start(memory, memory_probe(device), int(pairs_per_pass), bool(gradient_checkpointing),
                                     first_pairs=cfg.objective.timesteps_per_image)
             with torch.inference_mode(False):
-                den = ComfyDenoiser(model, info, sess.lora_config, compute_dtype)
+                den = ComfyDenoiser(model, info, sess.lora_config, training_dtype(model, device))
                 with store.locked(sess.name):
                     stats = update(sess, den, cfg, progress=progress, memory=sizer)
                     store.save(sess)
@@ -448,7 +445,8 @@ class PAPAExportLoRA:
         name_map = sess.meta.get("ldm_names") if sess.meta.get("kohya_naming") == "ldm" else None
         summary = summarize(sess)
         export_lora(path, sess.lora_state, sess.lora_config, name_map=(name_map.__getitem__ if name_map else None),
-                    base_model=sess.meta.get("base_model"), dtype=torch.float16 if dtype == "fp16" else torch.float32,
+                    base_model=sess.meta.get("base_model"), prediction=sess.meta.get("prediction"),
+                    dtype=torch.float16 if dtype == "fp16" else torch.float32,
                     papa_metadata={"session": sess.name, "rounds": summary["labelled_rounds"],
                                    "likes": summary["likes"], "dislikes": summary["dislikes"],
                                    "updates": summary["updates"], "session_version": sess.version})

@@ -25,7 +25,31 @@ from .fsio import atomic_save_safetensors
 from .lora import DOWN, UP, LoraConfig, LoraState, module_names
 
 PREFIX = "lora_unet_"
-BASE_MODEL_VERSIONS = {"sd15": "sd_v1", "sd21": "sd_v2", "sdxl": "sdxl_base_v1-0"}
+# (base model, prediction) → kohya's ss_base_model_version, the SAI model spec's architecture id (a LoRA
+# adds "/lora"), its native resolution; written as sd-scripts writes them, so LoRA managers file it right
+BASES: dict[tuple[str, str], tuple[str, str, str]] = {
+    ("sd15", "eps"): ("sd_v1", "stable-diffusion-v1", "512x512"),
+    ("sd21", "eps"): ("sd_v2", "stable-diffusion-v2-512", "512x512"),
+    ("sd21", "v"): ("sd_v2_v", "stable-diffusion-v2-768-v", "768x768"),
+    ("sdxl", "eps"): ("sdxl_base_v1-0", "stable-diffusion-xl-v1-base", "1024x1024"),
+}
+PREDICTION_TYPES = {"eps": "epsilon", "v": "v"}
+SGM = "https://github.com/Stability-AI/generative-models"  # the model spec's implementation id of SDXL LoRAs
+
+
+def base_metadata(base_model: Optional[str], prediction: Optional[str]) -> dict[str, str]:
+    """kohya / SAI model spec fields naming the base a LoRA is for; empty where it is not known. SD1.x
+    and SDXL are ε-models here, SD2.x may be either (v: the 768-v checkpoints)."""
+    if prediction is None and base_model in ("sd15", "sdxl"):
+        prediction = "eps"
+    known = BASES.get((base_model, prediction))
+    if known is None:
+        return {}
+    version, architecture, resolution = known
+    return {"ss_base_model_version": version, "ss_v2": str(base_model == "sd21"),
+            "modelspec.architecture": architecture + "/lora",
+            "modelspec.implementation": SGM if base_model == "sdxl" else "diffusers",
+            "modelspec.resolution": resolution, "modelspec.prediction_type": PREDICTION_TYPES[prediction]}
 
 
 def kohya_name(module: str) -> str:
@@ -50,14 +74,16 @@ def lora_to_kohya(state: Mapping[str, torch.Tensor], config: LoraConfig,
 def export_lora(path: str | os.PathLike, state: Mapping[str, torch.Tensor], config: LoraConfig, *,
                 name_map: Optional[Callable[[str], str]] = None, base_model: Optional[str] = None,
                 papa_metadata: Optional[Mapping] = None, dtype: torch.dtype = torch.float32,
-                title: Optional[str] = None) -> Path:
+                title: Optional[str] = None, prediction: Optional[str] = None) -> Path:
     """Write a kohya LoRA file atomically; returns its path.
 
     Args:
         path: target ``.safetensors`` path.
         state, config: the session's adapter.
         name_map: diffusers module path → host module path (ldm names for SDXL), or None.
-        base_model: "sd15", "sd21", "sdxl" (→ ``ss_base_model_version``) or None if unknown.
+        base_model: "sd15", "sd21", "sdxl" (→ ``ss_base_model_version`` and the model spec's fields) or
+            None if unknown.
+        prediction: the base's "eps" or "v" (tells SD2.x 768-v from SD2.x 512), or None if unknown.
         papa_metadata: PAPA's own fields: rounds, labels, algorithm, hyperparameters.
         dtype: tensor dtype in the file (float32 keeps exports bit-faithful; float16 halves the size).
     """
@@ -76,10 +102,7 @@ def export_lora(path: str | os.PathLike, state: Mapping[str, torch.Tensor], conf
         "modelspec.date": time.strftime("%Y-%m-%d"),
         "papa_lora_config": json.dumps(config.to_dict()),
     }
-    if base_model in BASE_MODEL_VERSIONS:
-        meta["ss_base_model_version"] = BASE_MODEL_VERSIONS[base_model]
-        meta["modelspec.architecture"] = {"sd15": "stable-diffusion-v1/lora", "sd21": "stable-diffusion-v2-512/lora",
-                                          "sdxl": "stable-diffusion-xl-v1-base/lora"}[base_model]
+    meta.update(base_metadata(base_model, prediction))
     for k, v in (papa_metadata or {}).items():
         meta[k if k.startswith("papa_") else f"papa_{k}"] = v if isinstance(v, str) else json.dumps(v)
     try:

@@ -32,3 +32,21 @@ def test_every_example_workflow_has_its_template_thumbnail():
     for wf in workflows:
         with Image.open(wf.with_suffix(".jpg")) as im:
             assert im.format == "JPEG" and im.size[0] >= 256
+
+
+def test_pack_conventions_every_node_has_a_help_page_and_the_registry_fields_are_true():
+    """web/docs/<node id>.md is what ComfyUI's node-info panel shows; the icon and license that
+    pyproject.toml names exist."""
+    import re
+    import tomllib
+
+    root = CORE.parent
+    ids = set(re.findall(r'"(PAPA_\w+)": PAPA\w+,', (root / "nodes" / "papa_nodes.py").read_text(encoding="utf-8")))
+    assert len(ids) >= 6
+    for node_id in ids:
+        page = root / "web" / "docs" / f"{node_id}.md"
+        assert page.exists() and page.read_text(encoding="utf-8").startswith("# "), page
+    meta = tomllib.loads((root / "pyproject.toml").read_text(encoding="utf-8"))
+    icon = meta["tool"]["comfy"]["Icon"].rsplit("/main/", 1)[1]
+    assert (root / icon).exists() and (root / meta["project"]["license"]["file"]).exists()
+    assert (root / ".comfyignore").exists()

@@ -90,3 +90,30 @@ def test_import_into_a_session_survives_restart(tmp_path, small_schedule):
     assert states_equal(SessionStore(tmp_path / "s").get("imp").lora_state, d.get_lora_state())
     with pytest.raises(SessionMismatch):
         s.set_lora({"x.lora_down.weight": torch.zeros(1)})
+
+
+@pytest.mark.parametrize("base, prediction, version, v2, arch, impl, reso, ptype", [
+    ("sd15", None, "sd_v1", "False", "stable-diffusion-v1/lora", "diffusers", "512x512", "epsilon"),
+    ("sd21", "eps", "sd_v2", "True", "stable-diffusion-v2-512/lora", "diffusers", "512x512", "epsilon"),
+    ("sd21", "v", "sd_v2_v", "True", "stable-diffusion-v2-768-v/lora", "diffusers", "768x768", "v"),
+    ("sdxl", "eps", "sdxl_base_v1-0", "False", "stable-diffusion-xl-v1-base/lora",
+     "https://github.com/Stability-AI/generative-models", "1024x1024", "epsilon"),
+])
+def test_metadata_names_the_base_as_kohya_and_the_model_spec_do(tmp_path, base, prediction, version, v2, arch, impl,
+                                                                   reso, ptype):
+    cfg = LoraConfig(rank=2, alpha=2.0)
+    state = {"a.to_q.lora_down.weight": torch.zeros(2, 4), "a.to_q.lora_up.weight": torch.zeros(4, 2)}
+    path = export_lora(tmp_path / "m.safetensors", state, cfg, base_model=base, prediction=prediction)
+    with safe_open(str(path), "pt") as f:
+        meta = f.metadata()
+    assert (meta["ss_base_model_version"], meta["ss_v2"], meta["modelspec.architecture"]) == (version, v2, arch)
+    assert (meta["modelspec.implementation"], meta["modelspec.resolution"]) == (impl, reso)
+    assert meta["modelspec.prediction_type"] == ptype
+
+
+def test_an_sd2_lora_of_unknown_prediction_claims_no_architecture(tmp_path):
+    cfg = LoraConfig(rank=2, alpha=2.0)
+    state = {"a.to_q.lora_down.weight": torch.zeros(2, 4), "a.to_q.lora_up.weight": torch.zeros(4, 2)}
+    with safe_open(str(export_lora(tmp_path / "u.safetensors", state, cfg, base_model="sd21")), "pt") as f:
+        meta = f.metadata()
+    assert "modelspec.architecture" not in meta and "ss_base_model_version" not in meta

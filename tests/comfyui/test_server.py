@@ -45,6 +45,10 @@ def test_nodes_registered_with_tooltips(comfy):
     assert pack_lines and not any("IMPORT FAILED" in line or "Cannot import" in line for line in pack_lines), log[-3000:]
     # the routes answer under both prefixes
     assert comfy.get("/papa/v1/protocol")[0] == 200 and comfy.get("/api/papa/v1/protocol")[0] == 200
+    # the node-info panel's help pages are served where the frontend looks for them
+    for node in PAPA_NODES:
+        status, page = comfy.get(f"/extensions/ComfyUI-PAPA/docs/{node}.md")
+        assert status == 200 and page.startswith(b"# "), node
 
 
 def test_loop_twice_non_destructive_and_exported_lora_reproduces(comfy):
