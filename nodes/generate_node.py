@@ -1,0 +1,104 @@
+"""PAPA Generate Batch: ComfyUI's own sampler with the session's LoRA; the batch becomes the pending round."""
+from __future__ import annotations
+
+import logging
+
+import torch
+
+from ..papa_core.errors import PapaError
+from ..papa_core.summary import summarize
+from . import state
+from .common import CATEGORY, SESSION, open_session
+from .protocol import MAX_BATCH
+
+log = logging.getLogger("papa")
+
+
+class PAPAGenerateBatch:
+    DESCRIPTION = ("Sample a batch with ComfyUI's own sampler on a copy of MODEL carrying the session's current LoRA, "
+                   "and record it as the session's pending round (latents, conditioning, seed). While the last batch "
+                   "still waits for its answer (a timed-out or interrupted wait), it shows that batch again instead "
+                   "of sampling a new one, so an answer always belongs to the images shown. The host's MODEL is not "
+                   "changed.")
+    CATEGORY = CATEGORY
+    FUNCTION = "run"
+    OUTPUT_NODE = True  # it previews the batch and records a round even when nothing else is connected
+    RETURN_TYPES = ("IMAGE", "LATENT")
+    RETURN_NAMES = ("images", "latent")
+    OUTPUT_TOOLTIPS = ("The decoded batch.", "The batch's latents.")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        import comfy.samplers
+
+        return {"required": {
+            "model": ("MODEL", {"tooltip": "The base model (SD1.x, SD2.x or SDXL). A MODEL from PAPA Update works "
+                                "too: its PAPA LoRA is replaced by the session's current one."}),
+            "positive": ("CONDITIONING", {"tooltip": "The prompt. Its conditioning is recorded for training."}),
+            "negative": ("CONDITIONING", {"tooltip": "The negative prompt (used for sampling only)."}),
+            "vae": ("VAE", {"tooltip": "Decodes the latents into the images you rate."}),
+            "session": (SESSION, {"tooltip": "From PAPA Session (or the session output of another PAPA node)."}),
+            "batch_size": ("INT", {"default": 4, "min": 1, "max": MAX_BATCH, "tooltip": "Images per round. More "
+                                   "images per round give each update more signal."}),
+            "seed": ("INT", {"default": 0, "min": 0, "max": 0xffffffffffffffff, "control_after_generate": True,
+                             "tooltip": "Noise seed; image i of the batch is reproducible as batch index i."}),
+            "steps": ("INT", {"default": 20, "min": 1, "max": 10000, "tooltip": "Sampling steps."}),
+            "cfg": ("FLOAT", {"default": 7.0, "min": 0.0, "max": 100.0, "step": 0.1, "round": 0.01,
+                              "tooltip": "Classifier-free guidance scale."}),
+            "sampler_name": (comfy.samplers.KSampler.SAMPLERS, {"tooltip": "Sampler, as in KSampler."}),
+            "scheduler": (comfy.samplers.KSampler.SCHEDULERS, {"tooltip": "Noise schedule, as in KSampler."}),
+            "width": ("INT", {"default": 512, "min": 16, "max": 8192, "step": 8, "tooltip": "Image width (px)."}),
+            "height": ("INT", {"default": 512, "min": 16, "max": 8192, "step": 8, "tooltip": "Image height (px)."}),
+        }}
+
+    @classmethod
+    def IS_CHANGED(cls, **kwargs):
+        return float("nan")  # the session's LoRA changes between runs, which a link value cannot show
+
+    def run(self, model, positive, negative, vae, session, batch_size, seed, steps, cfg, sampler_name, scheduler,
+            width, height):
+        import nodes as comfy_nodes
+
+        from .comfy_model import inspect_model
+
+        if not 1 <= batch_size <= MAX_BATCH:
+            raise PapaError(f"batch_size must be 1..{MAX_BATCH}")
+        info = inspect_model(model)
+        sess = open_session(session, model, info)
+        r = sess.pending_round
+        if r is not None:  # nothing re-generates a batch that still waits for its answer: show it again
+            log.info("PAPA: round %d of %s still waits for its answer; showing that batch again instead of sampling "
+                     "(PAPA Undo / Reset 'discard pending batch' drops it)", r.index, sess.name)
+            out = {"samples": model.model.process_latent_out(r.x0.clone()), "shown_again": True}
+        else:
+            out = self._sample(model, positive, negative, sess, info, batch_size, seed, steps, cfg, sampler_name,
+                               scheduler, width, height)
+            r = sess.pending_round
+        images = vae.decode(out["samples"])
+        if images.ndim == 5:  # some VAEs return [B, T, H, W, C]
+            images = images.reshape(-1, *images.shape[-3:])
+        preview = comfy_nodes.PreviewImage().save_images(images, filename_prefix="papa")["ui"]["images"]
+        info_ui = dict(summarize(sess), round=r.index, batch=r.batch_id, shown_again=out.get("shown_again", False))
+        return {"ui": {"images": preview, "papa": [info_ui]}, "result": (images, {"samples": out["samples"]})}
+
+    @staticmethod
+    def _sample(model, positive, negative, sess, info, batch_size, seed, steps, cfg, sampler_name, scheduler, width,
+                height) -> dict:
+        """ComfyUI's own sampler on a clone carrying the session's LoRA; the batch becomes the pending round."""
+        import nodes as comfy_nodes
+
+        from .comfy_model import conditioning_tensors, with_lora
+
+        sampling_model = with_lora(model, sess.lora_state, sess.lora_config, info)
+        latent = {"samples": torch.zeros([batch_size, 4, height // 8, width // 8])}
+        (out,) = comfy_nodes.common_ksampler(sampling_model, seed, steps, cfg, sampler_name, scheduler, positive,
+                                             negative, latent)
+        with torch.inference_mode(False):
+            x0 = model.model.process_latent_in(out["samples"].clone().float()).clone()
+            cond = {k: v.clone() for k, v in conditioning_tensors(model, positive, out["samples"]).items()}
+            with state.store().locked(sess.name):
+                sess.add_round(x0, cond, seeds=[int(seed)] * batch_size, meta={
+                    "batch_index": list(range(batch_size)), "steps": steps, "cfg": cfg, "sampler": sampler_name,
+                    "scheduler": scheduler, "width": width, "height": height, "lora_version": sess.version})
+                state.store().save(sess)
+        return out
