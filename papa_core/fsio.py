@@ -88,10 +88,11 @@ def atomic_save_safetensors(
     """Write atomically; returns the sha256 of the bytes written (for integrity checks on load)."""
     data = safetensors_bytes(tensors, metadata)
     atomic_write_bytes(path, data)
-    return hashlib.sha256(data).hexdigest()
+    return sha256_bytes(data)
 
 
 def sha256_bytes(data: bytes) -> str:
+    """The hex digest a session index records for a file's bytes."""
     return hashlib.sha256(data).hexdigest()
 
 

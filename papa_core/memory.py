@@ -138,7 +138,9 @@ class PassSizer:
         return cls(mode, probe, max_pairs, max(1, min(first_pairs, max_pairs)), checkpointing, _measuring=True)
 
     def before_step(self) -> None:
-        self._free = self.probe.free_bytes()
+        """Start the step's peak reading; free memory is read only for ``auto``'s measuring step."""
+        if self._measuring:
+            self._free = self.probe.free_bytes()
         self._base = self.probe.reset_peak()
 
     def after_step(self) -> None:
