@@ -1,6 +1,6 @@
 """Alignment benchmark on the embedded digits model: PAPA variants and baselines at equal label budgets.
 
-    python benchmarks/alignment.py --out docs/benchmarks/alignment   # all methods, 3 seeds, 30 rounds
+    python -m benchmarks.alignment --out docs/benchmarks/alignment   # all methods, 3 seeds, 30 rounds
 
 Every method sees the same simulated person, the same seeds and 10 labels per round. Results are
 appended to <out>/results.json after every run (a restarted benchmark skips runs already there),
@@ -12,13 +12,11 @@ import argparse
 import json
 import os
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from papa_core.digits.loop import LoopConfig, checkpoint_dicts, run_loop  # noqa: E402
 from papa_core.plotting import line_plot  # noqa: E402

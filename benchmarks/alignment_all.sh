@@ -4,7 +4,7 @@
 # The exact-sum presets get max_batch 1000 (one chunk per image): chunking changes speed, not the maths.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-python3 benchmarks/alignment.py --methods default liked_only dpo "$@" \
+python -m benchmarks.alignment --methods default liked_only dpo "$@" \
   --variant reference reference '{"objective": {"max_batch": 1000}}' \
   --variant epapa epapa '{"objective": {"max_batch": 1000}}' \
   --variant default_all_t default '{"objective": {"k": 0}}' \

@@ -1,6 +1,6 @@
 """Gradient noise of each timestep estimator against the exact 1000-step sum, on the trained digits model.
 
-    python benchmarks/estimator_variance.py            # ≈ 2 minutes on 2 CPU cores
+    python -m benchmarks.estimator_variance            # ≈ 2 minutes on 2 CPU cores
 
 ε is fixed per image so only the timestep draw varies; the LoRA is first moved away from zero by a
 small random perturbation so that every LoRA tensor has a gradient. Prints a markdown table.
@@ -9,12 +9,9 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
-from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 

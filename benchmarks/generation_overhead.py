@@ -1,6 +1,6 @@
 """Generation overhead of PAPA Generate Batch against the native KSampler with the exported LoRA.
 
-    COMFYUI_DIR=/path/to/ComfyUI python benchmarks/generation_overhead.py [--repeats 6] [--batch 2] [--steps 8]
+    COMFYUI_DIR=/path/to/ComfyUI python -m benchmarks.generation_overhead [--repeats 6] [--batch 2] [--steps 8]
 
 Starts a real ComfyUI server (``--cpu`` unless ``--gpu``) with this pack and the test suite's
 random-weight SD1.5-format checkpoint, trains one update so the LoRA is non-zero, exports it, then
@@ -21,10 +21,9 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
-from tests.comfyui import graphs  # noqa: E402
-from tests.comfyui.conftest import comfy_dir, error_message, running_server  # noqa: E402
+from papa_testkit import graphs  # noqa: E402
+from papa_testkit.comfy import comfy_dir, error_message, running_server  # noqa: E402
 
 
 def prompt_seconds(entry: dict) -> float:

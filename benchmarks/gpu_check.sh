@@ -31,7 +31,7 @@ step() {  # step NAME SECONDS COMMAND...: run with a time limit, keep going on f
 }
 gpu=(); [ "$DEVICE" = cuda ] && gpu=(--gpu)
 xl_arch=sdxl; [ "$ARCH" = tiny ] && xl_arch=tiny
-speed=("$py" benchmarks/update_speed.py --device "$DEVICE" --b-mode round --memory auto)
+speed=("$py" -m benchmarks.update_speed --device "$DEVICE" --b-mode round --memory auto)
 if [ -n "${COMFYUI_DIR:-}" ]; then
   step integration 90 env PAPA_TEST_DEVICE=$([ "$DEVICE" = cuda ] && echo gpu || echo cpu) PAPA_TEST_SIZE="$SIZE" \
     "$py" -m pytest -q -p no:cacheprovider tests/comfyui/test_server.py -k "loop_twice or timed_out"
@@ -39,7 +39,7 @@ if [ -n "${COMFYUI_DIR:-}" ]; then
   step sd15_cap6 45 "${speed[@]}" --arch "$ARCH" --latent "$LATENT" --parts e --memory-cap 6
   step sdxl 100 "${speed[@]}" --arch "$xl_arch" --latent "$LATENT_XL" --parts be
   step sdxl_cap12 60 "${speed[@]}" --arch "$xl_arch" --latent "$LATENT_XL" --parts e --memory-cap 12
-  step generation 65 "$py" benchmarks/generation_overhead.py "${gpu[@]}" --size "$SIZE" --batch 4 --steps "$STEPS" \
+  step generation 65 "$py" -m benchmarks.generation_overhead "${gpu[@]}" --size "$SIZE" --batch 4 --steps "$STEPS" \
     --repeats "${REPEATS:-3}"
 else  # without ComfyUI: the diffusers path only
   step sd15 120 "${speed[@]}" --arch "$ARCH" --latent "$LATENT" --parts ab --draws "${DRAWS:-10}"

@@ -1,7 +1,7 @@
 """Arithmetic per (image, timestep) pair on SD-sized UNets, counted by torch's FLOP counter.
 
-    python benchmarks/unet_flops.py                     # SD1.5 at 512 px (64×64 latent)
-    python benchmarks/unet_flops.py --arch sdxl         # SDXL at 1024 px (heavy on a CPU; not run here)
+    python -m benchmarks.unet_flops                     # SD1.5 at 512 px (64×64 latent)
+    python -m benchmarks.unet_flops --arch sdxl         # SDXL at 1024 px (heavy on a CPU; not run here)
 
 Counts, not timings: a machine-independent lower bound for a round (pairs × FLOPs / peak FLOP/s)
 where no GPU was at hand to time one. Random weights, built from the config as in update_speed.py.
@@ -10,16 +10,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
-from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
-import update_speed as us  # noqa: E402
+from benchmarks import update_speed as us  # noqa: E402
 
 
 def count(fn) -> float:

@@ -1,9 +1,9 @@
 """Update latency and memory on Stable Diffusion 1.5's UNet: the reference way vs the project's default.
 
-    python benchmarks/update_speed.py                      # CPU: 32×32 latent (< 10 minutes on 2 cores)
-    python benchmarks/update_speed.py --device cuda --latent 64          # GPU: 512 px SD1.5
-    python benchmarks/update_speed.py --device cuda --arch sdxl          # GPU: 1024 px SDXL (128×128 latent)
-    COMFYUI_DIR=/path/to/ComfyUI python benchmarks/update_speed.py       # adds (e): through ComfyUI's model
+    python -m benchmarks.update_speed                      # CPU: 32×32 latent (< 10 minutes on 2 cores)
+    python -m benchmarks.update_speed --device cuda --latent 64          # GPU: 512 px SD1.5
+    python -m benchmarks.update_speed --device cuda --arch sdxl          # GPU: 1024 px SDXL (128×128 latent)
+    COMFYUI_DIR=/path/to/ComfyUI python -m benchmarks.update_speed       # adds (e): through ComfyUI's model
 
 Side by side in one run, each part in its own subprocess (so peak memory is per part), on the same
 random-weight UNet built from SD1.5's config (no download):
@@ -39,7 +39,7 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
 
 import torch  # noqa: E402
 
@@ -366,9 +366,8 @@ def comfy_model(a):
 def part_comfy(a) -> dict:
     """(e) (b) through ComfyUI's own model, as PAPA Update runs it: ``ComfyDenoiser`` (the LoRA as weight
     wrappers on a training clone). Runs with cwd = COMFYUI_DIR; --b-mode as in (b)."""
-    from tests.conftest import load_pack  # before ComfyUI's folder goes first on the path: it has tests/ too
+    from papa_testkit.pack import load_pack  # ComfyUI's folder is first on the path (comfy_process)
 
-    sys.path.insert(0, os.getcwd())  # ComfyUI's top-level modules (nodes.py, folder_paths) before ours
     argv, sys.argv = sys.argv, [sys.argv[0]] + (["--cpu"] if a.device == "cpu" else [])
     import comfy.options
 
@@ -381,7 +380,8 @@ def part_comfy(a) -> dict:
     pack = load_pack().__name__
     host = importlib.import_module(f"{pack}.nodes.comfy_model")
     LoraConfig = importlib.import_module(f"{pack}.papa_core.lora").LoraConfig
-    ComfyDenoiser, conditioning_tensors, inspect_model = host.ComfyDenoiser, host.conditioning_tensors, host.inspect_model
+    ComfyDenoiser = importlib.import_module(f"{pack}.nodes.comfy_denoiser").ComfyDenoiser
+    conditioning_tensors, inspect_model = host.conditioning_tensors, host.inspect_model
 
     mp = comfy_model(a)
     info = inspect_model(mp)
@@ -476,14 +476,15 @@ def part_ablation(a) -> dict:
     return out
 
 
-def comfy_process() -> dict:
-    """subprocess.run arguments for part e: cwd = COMFYUI_DIR, and the torchvision stub ComfyUI's
-    imports need where torchvision is absent (as tests/comfyui does)."""
-    env = dict(os.environ)
-    if subprocess.run([sys.executable, "-c", "import torchvision"], capture_output=True).returncode != 0:
-        stub = Path(__file__).resolve().parents[1] / "tests" / "comfyui" / "stubs"
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(stub), env.get("PYTHONPATH")]))
-    return {"cwd": os.environ["COMFYUI_DIR"], "env": env}
+def part_process(part: str) -> dict:
+    """subprocess.run arguments for a part: a module run from the repository root; part e by path
+    from COMFYUI_DIR, with ComfyUI's modules first on the path (as the ComfyUI tests run it)."""
+    if part != "e":
+        return {"cwd": ROOT, "args": [sys.executable, "-m", "benchmarks.update_speed"]}
+    from papa_testkit.comfy import server_env
+
+    cdir = Path(os.environ["COMFYUI_DIR"])
+    return {"cwd": cdir, "env": server_env(cdir), "args": [sys.executable, str(ROOT / "benchmarks" / "update_speed.py")]}
 
 
 def report_default(a, key: str, what: str, rb: dict, ra) -> None:
@@ -563,9 +564,9 @@ def main() -> None:
         elif not x.startswith("--parts="):
             passthrough.append(x)
     for part in a.parts:
-        cmd = [sys.executable, str(Path(__file__).resolve()), *passthrough, "--part", part]
+        how = part_process(part)
         t0 = time.perf_counter()
-        out = subprocess.run(cmd, capture_output=True, text=True, **(comfy_process() if part == "e" else {}))
+        out = subprocess.run([*how.pop("args"), *passthrough, "--part", part], capture_output=True, text=True, **how)
         line = next((ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")), None)
         if out.returncode != 0 or line is None:
             print(out.stdout[-3000:], out.stderr[-3000:], file=sys.stderr)

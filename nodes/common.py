@@ -1,4 +1,4 @@
-"""What the PAPA nodes share: the session link type, its category, and opening the linked session.
+"""What the PAPA nodes share: the session link type, its category, previews and plots as ComfyUI images.
 
 Nodes keep their state in ``state`` (the session store), never on ``self``: ComfyUI drops node
 instances freely. ComfyUI modules are imported inside functions, so the node modules import without
@@ -10,9 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..papa_core.errors import PapaError, SessionNotFound
-from ..papa_core.lora import LoraConfig, init_lora_state
-from . import state
+from ..papa_core.lora import LoraConfig
 
 CATEGORY = "PAPA"
 SESSION = "PAPA_SESSION"
@@ -37,26 +35,11 @@ def queued_prompt_id():
         return None
 
 
-def open_session(ref: SessionRef, model, info):
-    """Open the session for this MODEL, creating it (and its zero LoRA) on first use."""
-    from .comfy_model import base_fingerprint
+def preview_images(images: torch.Tensor, prefix: str) -> list:
+    """Save IMAGE [B, H, W, 3] as ComfyUI's temporary previews; the ``ui.images`` entries."""
+    import nodes as comfy_nodes
 
-    meta = {"base_model": info.base_model, "family": info.family, "kohya_naming": info.kohya_naming,
-            "prediction": info.prediction}
-    targets = info.lora_targets(ref.lora_config)
-    if info.kohya_naming == "ldm":
-        meta["ldm_names"] = {n: info.ldm_of[n] for n in targets}
-    with torch.inference_mode(False):
-        return state.store().open_or_create(ref.name, base_fingerprint(model, info), ref.lora_config,
-                                            init_lora_state(targets, ref.lora_config), meta)
-
-
-def get_session(ref: SessionRef):
-    """The stored session a link names, with what to do when it does not exist yet."""
-    try:
-        return state.store().get(ref.name)
-    except SessionNotFound as e:
-        raise PapaError(f"{e}. Run PAPA Generate Batch with this session first") from None
+    return comfy_nodes.PreviewImage().save_images(images, filename_prefix=prefix)["ui"]["images"]
 
 
 def image_tensor(arr) -> torch.Tensor:

@@ -1,17 +1,10 @@
 """PAPA Export LoRA: the session's LoRA as a kohya file in models/loras."""
 from __future__ import annotations
 
-import logging
-
-import torch
-
-from ..papa_core.lora_io import export_lora
-from ..papa_core.summary import summarize
 from . import state
-from .common import CATEGORY, SESSION, get_session
-from .export_path import IF_EXISTS, lora_output_path
-
-log = logging.getLogger("papa")
+from .common import CATEGORY, SESSION
+from .export_path import IF_EXISTS
+from .loop import export_session
 
 
 class PAPAExportLoRA:
@@ -42,20 +35,5 @@ class PAPAExportLoRA:
         return state.version("lora")
 
     def run(self, session, filename, if_exists, dtype):
-        import folder_paths
-
-        sess = get_session(session)
-        root = folder_paths.get_folder_paths("loras")[0]
-        path = lora_output_path(root, filename, if_exists)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        name_map = sess.meta.get("ldm_names") if sess.meta.get("kohya_naming") == "ldm" else None
-        summary = summarize(sess)
-        export_lora(path, sess.lora_state, sess.lora_config, name_map=(name_map.__getitem__ if name_map else None),
-                    base_model=sess.meta.get("base_model"), prediction=sess.meta.get("prediction"),
-                    dtype=torch.float16 if dtype == "fp16" else torch.float32,
-                    papa_metadata={"session": sess.name, "rounds": summary["labelled_rounds"],
-                                   "likes": summary["likes"], "dislikes": summary["dislikes"],
-                                   "updates": summary["updates"], "session_version": sess.version})
-        rel = path.relative_to(root).as_posix()
-        log.info("PAPA: exported %s to %s", sess.name, path)
-        return {"ui": {"text": [rel], "papa": [dict(summary, exported=rel)]}, "result": (rel,)}
+        rel, summary = export_session(session, filename, if_exists, dtype)
+        return {"ui": {"text": [rel], "papa": [summary]}, "result": (rel,)}

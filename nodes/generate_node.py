@@ -1,17 +1,10 @@
 """PAPA Generate Batch: ComfyUI's own sampler with the session's LoRA; the batch becomes the pending round."""
 from __future__ import annotations
 
-import logging
-
-import torch
-
-from ..papa_core.errors import PapaError
 from ..papa_core.summary import summarize
-from . import state
-from .common import CATEGORY, SESSION, open_session
+from .common import CATEGORY, SESSION, preview_images
+from .loop import Sampling, generate_batch
 from .protocol import MAX_BATCH
-
-log = logging.getLogger("papa")
 
 
 class PAPAGenerateBatch:
@@ -57,48 +50,10 @@ class PAPAGenerateBatch:
 
     def run(self, model, positive, negative, vae, session, batch_size, seed, steps, cfg, sampler_name, scheduler,
             width, height):
-        import nodes as comfy_nodes
-
-        from .comfy_model import inspect_model
-
-        if not 1 <= batch_size <= MAX_BATCH:
-            raise PapaError(f"batch_size must be 1..{MAX_BATCH}")
-        info = inspect_model(model)
-        sess = open_session(session, model, info)
-        r = sess.pending_round
-        if r is not None:  # nothing re-generates a batch that still waits for its answer: show it again
-            log.info("PAPA: round %d of %s still waits for its answer; showing that batch again instead of sampling "
-                     "(PAPA Undo / Reset 'discard pending batch' drops it)", r.index, sess.name)
-            out = {"samples": model.model.process_latent_out(r.x0.clone()), "shown_again": True}
-        else:
-            out = self._sample(model, positive, negative, sess, info, batch_size, seed, steps, cfg, sampler_name,
-                               scheduler, width, height)
-            r = sess.pending_round
-        images = vae.decode(out["samples"])
+        sess, r, latent, again = generate_batch(model, positive, negative, session, Sampling(
+            batch_size, seed, steps, cfg, sampler_name, scheduler, width, height))
+        images = vae.decode(latent["samples"])
         if images.ndim == 5:  # some VAEs return [B, T, H, W, C]
             images = images.reshape(-1, *images.shape[-3:])
-        preview = comfy_nodes.PreviewImage().save_images(images, filename_prefix="papa")["ui"]["images"]
-        info_ui = dict(summarize(sess), round=r.index, batch=r.batch_id, shown_again=out.get("shown_again", False))
-        return {"ui": {"images": preview, "papa": [info_ui]}, "result": (images, {"samples": out["samples"]})}
-
-    @staticmethod
-    def _sample(model, positive, negative, sess, info, batch_size, seed, steps, cfg, sampler_name, scheduler, width,
-                height) -> dict:
-        """ComfyUI's own sampler on a clone carrying the session's LoRA; the batch becomes the pending round."""
-        import nodes as comfy_nodes
-
-        from .comfy_model import conditioning_tensors, with_lora
-
-        sampling_model = with_lora(model, sess.lora_state, sess.lora_config, info)
-        latent = {"samples": torch.zeros([batch_size, 4, height // 8, width // 8])}
-        (out,) = comfy_nodes.common_ksampler(sampling_model, seed, steps, cfg, sampler_name, scheduler, positive,
-                                             negative, latent)
-        with torch.inference_mode(False):
-            x0 = model.model.process_latent_in(out["samples"].clone().float()).clone()
-            cond = {k: v.clone() for k, v in conditioning_tensors(model, positive, out["samples"]).items()}
-            with state.store().locked(sess.name):
-                sess.add_round(x0, cond, seeds=[int(seed)] * batch_size, meta={
-                    "batch_index": list(range(batch_size)), "steps": steps, "cfg": cfg, "sampler": sampler_name,
-                    "scheduler": scheduler, "width": width, "height": height, "lora_version": sess.version})
-                state.store().save(sess)
-        return out
+        info = dict(summarize(sess), round=r.index, batch=r.batch_id, shown_again=again)
+        return {"ui": {"images": preview_images(images, "papa"), "papa": [info]}, "result": (images, latent)}

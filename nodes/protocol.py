@@ -13,7 +13,7 @@ from typing import Any, Mapping, Optional
 
 from ..papa_core.errors import FeedbackError
 from ..papa_core.feedback import SYMBOLS, check_feedback
-from ..papa_core.session import SESSION_NAME_PATTERN
+from ..papa_core.session import SESSION_NAME_PATTERN, SESSION_NAME_RULE
 
 PROTOCOL_VERSION = 1
 ROUTE_PREFIX = "/papa/v1"
@@ -35,7 +35,10 @@ OUTCOMES = ("recorded", "cancelled", "timeout", "interrupted")  # how a wait end
 ACTIONS = ("undo", "reset", "recover", "discard")
 JSON_TYPE = "application/json"  # the only body type a state-changing POST accepts
 READ_TIMEOUT_S = 10.0  # a route gives up on a session read (or a busy session) after this long
-RECORD_NODE = "PAPA_RecordPreference"  # the node type whose gallery the JS draws
+NODE_TYPES = {  # role -> the node's type name (its id in workflows): the registry and the JS read them here
+    "session": "PAPA_Session", "generate": "PAPA_GenerateBatch", "record": "PAPA_RecordPreference",
+    "update": "PAPA_Update", "export": "PAPA_ExportLoRA", "action": "PAPA_SessionAction"}
+RECORD_NODE = NODE_TYPES["record"]  # the node type whose gallery the JS draws
 MAX_BODY_BYTES = 64 * 1024
 MAX_BATCH = 256
 ID_PATTERN = r"[A-Za-z0-9:_.-]{1,128}"  # ComfyUI node ids ("12", "5:3") and prompt ids (uuids)
@@ -76,9 +79,9 @@ class ActionPost:
 def describe() -> dict:
     """Everything the front end needs, as JSON."""
     return {"protocol": PROTOCOL_VERSION, "routes": ROUTES, "events": EVENTS, "actions": list(ACTIONS),
-            "outcomes": list(OUTCOMES), "node_types": {"record": RECORD_NODE},
+            "outcomes": {o: o for o in OUTCOMES}, "node_types": NODE_TYPES,
             "session_pattern": SESSION_NAME_PATTERN, "max_body_bytes": MAX_BODY_BYTES, "max_batch": MAX_BATCH,
-            "symbols": {"like": 1.0, "dislike": -1.0, "neutral": 0.0}}
+            "symbols": {"like": SYMBOLS["like"], "dislike": SYMBOLS["dislike"], "neutral": SYMBOLS["skip"]}}
 
 
 def _common(body: Any) -> dict:
@@ -92,7 +95,7 @@ def _common(body: Any) -> dict:
 
 def check_session_name(name: Any) -> str:
     if not isinstance(name, str) or not _SESSION_RE.match(name):
-        raise ProtocolError("session must be 1-64 letters, digits, '_' or '-', starting with a letter or digit")
+        raise ProtocolError(f"session must be {SESSION_NAME_RULE}")
     return name
 
 

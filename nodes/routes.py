@@ -92,7 +92,11 @@ def _guard(handler):
 
 @_guard
 async def get_protocol(request: web.Request) -> web.Response:
-    return web.json_response(describe())
+    from .loop import UPDATE_PRESET_NAMES, expert_values
+
+    # what PAPA Update's advanced inputs hold for each preset: the JS shows them when a preset is picked
+    presets = {name: expert_values(name) for name in UPDATE_PRESET_NAMES}
+    return web.json_response(dict(describe(), update_presets=presets))
 
 
 @_guard

@@ -1,5 +1,6 @@
-"""Session work shared by the nodes and the routes: recording an answer, undo / reset / recover,
-start-up clean-up, and telling the browser. No ComfyUI import at module level.
+"""Session work shared by the nodes and the routes: opening a session, recording an answer (typed, or
+waited for from the browser), undo / reset / recover / discard, start-up clean-up, and telling the
+browser. No ComfyUI import at module level.
 
 An answer is acknowledged only after it is on disk: ``record_answer`` holds the session's own
 lock, records the values on the pending round, saves, and only then returns, so a route that
@@ -12,11 +13,17 @@ import logging
 from pathlib import Path
 from typing import Optional
 
-from ..papa_core.errors import FeedbackError, PapaError
+import torch
+
+from ..papa_core.errors import FeedbackError, PapaError, SessionNotFound
 from ..papa_core.fsio import remove_temp_files
+from ..papa_core.lora import init_lora_state
+from ..papa_core.session import Round, Session
 from ..papa_core.summary import summarize
 from . import state
+from .common import SessionRef
 from .protocol import ACTIONS, EVENTS, PROTOCOL_VERSION
+from .waiting import FeedbackCancelled, FeedbackTimeout
 
 log = logging.getLogger("papa")
 
@@ -34,6 +41,68 @@ def send(event: str, data: dict, to_client: bool = False) -> None:
 
 def send_status(summary: dict) -> None:
     send(EVENTS["status"], dict(summary, protocol=PROTOCOL_VERSION))
+
+
+def open_session(ref: SessionRef, model, info) -> Session:
+    """Open the session for this MODEL, creating it (and its zero LoRA) on first use."""
+    from .comfy_model import base_fingerprint
+
+    meta = {"base_model": info.base_model, "family": info.family, "kohya_naming": info.kohya_naming,
+            "prediction": info.prediction}
+    targets = info.lora_targets(ref.lora_config)
+    if info.kohya_naming == "ldm":
+        meta["ldm_names"] = {n: info.ldm_of[n] for n in targets}
+    with torch.inference_mode(False):
+        return state.store().open_or_create(ref.name, base_fingerprint(model, info), ref.lora_config,
+                                            init_lora_state(targets, ref.lora_config), meta)
+
+
+def get_session(ref: SessionRef) -> Session:
+    """The stored session a link names, with what to do when it does not exist yet."""
+    try:
+        return state.store().get(ref.name)
+    except SessionNotFound as e:
+        raise PapaError(f"{e}. Run PAPA Generate Batch with this session first") from None
+
+
+def pending_round(ref: SessionRef, batch_size: int) -> Round:
+    """The session's batch waiting for an answer, checked against the ``batch_size`` images that came in."""
+    pending = get_session(ref).pending_round
+    if pending is None:
+        raise PapaError(f"session {ref.name!r} has no batch waiting for feedback: connect this node after PAPA "
+                        "Generate Batch (which records the batch) and queue again")
+    if batch_size != pending.batch_size:
+        raise PapaError(f"{batch_size} images came in, but the pending round has {pending.batch_size}: connect "
+                        "the images output of the PAPA Generate Batch that uses this session")
+    return pending
+
+
+def wait_for_answer(session_name: str, node_id: str, pending: Round, preview: list, timeout_s: int,
+                    prompt_id: Optional[str], interrupted) -> list[float]:
+    """Ask every open tab about ``pending`` and wait for the answer, which the route saves before it
+    wakes this wait. Cancel drops the batch (then ``interrupted`` is raised: ComfyUI's interrupt);
+    a timeout keeps it pending and answerable; ``interrupted()`` is polled while waiting."""
+    msg = {"protocol": PROTOCOL_VERSION, "session": session_name, "prompt_id": prompt_id, "node_id": node_id,
+           "round": pending.index, "batch": pending.batch_id, "batch_size": pending.batch_size, "images": preview,
+           "timeout_s": timeout_s, "summary": summarize(state.store().get(session_name))}
+    w = state.broker.open(session_name, node_id, prompt_id, pending.index, pending.batch_size, request=msg)
+    send(EVENTS["request"], msg)  # every open tab shows it; an answer in one closes it in the others
+    outcome = "interrupted"
+    try:
+        values = state.broker.wait(w, timeout_s, interrupted)
+        outcome = "recorded"
+        return values
+    except FeedbackCancelled:
+        outcome = "cancelled"
+        discard_batch(session_name, pending.index)
+        raise
+    except FeedbackTimeout:
+        outcome = "timeout"
+        raise PapaError(f"no answer within {timeout_s} s. The batch is still pending and answerable: rate it in the "
+                        "gallery (the images stay there), or type the answer into this node (e.g. '+ - 0 +') and "
+                        "queue again — the same batch is shown again, no new one is sampled") from None
+    finally:
+        send(EVENTS["done"], dict(msg, images=None, summary=None, outcome=outcome))
 
 
 def record_answer(name: str, round_index: int, values: list[float], timeout: Optional[float] = None,

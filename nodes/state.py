@@ -32,11 +32,20 @@ def session_root() -> Path:
 
 
 def store() -> SessionStore:
+    """The one session store, at ``session_root()`` (it follows ``$PAPA_SESSION_DIR``)."""
+    global _store
+    root = session_root()
+    with _lock:
+        if _store is None or _store.root != root:
+            _store = SessionStore(root)
+        return _store
+
+
+def reset_store() -> None:
+    """Drop the in-memory store, as a ComfyUI restart does: the next ``store()`` knows only the disk."""
     global _store
     with _lock:
-        if _store is None:
-            _store = SessionStore(session_root())
-        return _store
+        _store = None
 
 
 def bump(kind: str) -> int:

@@ -7,7 +7,8 @@ from typing import Optional
 import torch
 
 from .denoiser import Conditioning, Denoiser
-from .objective import ObjectiveConfig, accumulate_gradients
+from .gradients import accumulate_gradients
+from .objective import ObjectiveConfig
 
 
 def lora_gradient(denoiser: Denoiser, x0: torch.Tensor, cond: Conditioning, y: torch.Tensor, cfg: ObjectiveConfig,

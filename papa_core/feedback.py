@@ -21,7 +21,9 @@ def check_feedback(values: Any, batch_size: Optional[int] = None) -> list[float]
     out = []
     for i, v in enumerate(values):
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or abs(v) > 1:
-            raise FeedbackError(f"feedback[{i}] = {v!r} must be a number in [-1, 1] (1 like, -1 dislike, 0 neutral)")
+            number = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+            raise FeedbackError(f"feedback[{i}] = {v!r} must be a number in [-1, 1]"
+                                + (" (it is outside [-1, 1])" if number else "") + ": 1 like, -1 dislike, 0 neutral")
         out.append(float(v))
     if batch_size is not None and len(out) != batch_size:
         raise FeedbackError(f"got {len(out)} feedback values for a batch of {batch_size} images: give exactly one per "
@@ -51,13 +53,11 @@ def parse_feedback(text: str, batch_size: int) -> list[float]:
         except ValueError:
             raise FeedbackError(f"unknown feedback symbol {tok!r}: use + (like), - (dislike), 0 (neutral) or a number "
                                 "in [-1, 1], one per image") from None
-        if not -1.0 <= v <= 1.0:
-            raise FeedbackError(f"graded feedback {tok!r} is outside [-1, 1]")
         values.append(v)
     if len(values) != batch_size:
         raise FeedbackError(f"got {len(values)} feedback symbols for a batch of {batch_size} images: give exactly one "
                             "per image, e.g. '" + " ".join(["+"] * min(batch_size, 4)) + ("…'" if batch_size > 4 else "'"))
-    return values
+    return check_feedback(values)
 
 
 def ratings_to_feedback(ratings: Sequence[int], scale: int = 5) -> list[float]:

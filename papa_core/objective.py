@@ -24,6 +24,9 @@ the surrogate  (1/B) Σ_i a_i Δ_i :
 - ``dpo``      pairs (liked w, disliked l): softplus(β (Δ_w − Δ_l)) (Diffusion-DPO / D3PO-style)
 
 Feedback y may be graded (any value in [-1, 1]); y = 0 contributes no gradient and is skipped.
+
+This module holds the terms, one function per formula; ``gradients.accumulate_gradients`` runs them
+over the network in bounded passes and back-propagates the surrogate.
 """
 from __future__ import annotations
 
@@ -34,13 +37,28 @@ from typing import Mapping, Optional
 import torch
 
 from . import estimators
-from .denoiser import Conditioning, Denoiser
-from .errors import FeedbackError, NonFiniteError, PapaError
+from .denoiser import Conditioning
+from .errors import NonFiniteError, PapaError
+from .feedback import check_feedback
+from .memory import DEFAULT_MAX_PAIRS
+from .schedule import DiffusionSchedule
 
 LOSS_KINDS = ("linear", "anchored", "dpo")
 MODEL_TERMS = ("none", "reference_last_t", "per_timestep")
-MODEL_TERM_ON = ("liked", "disliked", "all")
+MODEL_TERM_ON = ("liked", "all")
+EPAPA_K = 400  # EPAPA's threshold in the reference code: train on t ≥ 400 of T = 1000
 WEIGHTINGS = ("elbo", "uniform")
+
+
+# Fields older versions had, with the one value they were ever set to (now how it always works): one
+# ε per image for all of its t, as the reference; w_0 = 1/α_0 (schedule.elbo_weights).
+RETIRED = {"t0_weight": "decoder", "shared_noise": True}
+
+
+def without_retired(d: Mapping, retired: Mapping) -> dict:
+    """``d`` without the retired fields that hold the value they always had (a file written by an
+    older version); a retired field with another value stays, and is refused as unknown."""
+    return {k: v for k, v in d.items() if not (k in retired and retired[k] == v)}
 
 
 @dataclass(frozen=True)
@@ -50,7 +68,7 @@ class ObjectiveConfig:
     Attributes:
         pref_coef: weight of the preference term (reference 0.1).
         model_coef: weight of the model-similarity term ‖ε_θ − ε_θ*‖² (reference 0.009).
-        k: EPAPA's threshold: train only on t ≥ k (0 = PAPA, reference EPAPA 400).
+        k: EPAPA's threshold: train only on t ≥ k (0 = PAPA; the reference's EPAPA: ``EPAPA_K``).
         estimator: timestep estimator (``exact``, ``uniform``, ``importance``, ``importance_stratified``).
         timesteps_per_image: m, the timesteps drawn per image (ignored by ``exact``).
         loss: ``linear`` (reference), ``anchored`` (bounded, relative to θ*) or ``dpo`` (pairwise).
@@ -59,13 +77,11 @@ class ObjectiveConfig:
             push fades).
         model_term: ``reference_last_t`` (the reference: only at the last t), ``per_timestep`` (mean over
             every drawn t) or ``none``.
-        model_term_on: images the model term applies to: ``liked`` (reference), ``disliked`` or ``all``.
+        model_term_on: images the model term applies to: ``liked`` (reference) or ``all``.
         positive_only: treat dislikes as neutral (the reference's ``full_exploitation: False``).
         liked_weight: scales the preference term of liked images against disliked ones (1 = equal;
             ``linear`` and ``anchored``).
         weighting: ``elbo`` (w_t, PAPA) or ``uniform`` (plain denoising loss, the liked-only baseline).
-        t0_weight: ``decoder`` (our w_0 = 1/α_0) or ``reference_wraparound`` (the reference's accident).
-        shared_noise: one ε per image for all of its timesteps (the reference) or a fresh ε per t.
         max_batch: most (image, t) pairs in one forward pass; bounds activation memory.
     """
 
@@ -82,9 +98,7 @@ class ObjectiveConfig:
     positive_only: bool = False
     liked_weight: float = 1.0
     weighting: str = "elbo"
-    t0_weight: str = "decoder"
-    shared_noise: bool = True
-    max_batch: int = 64
+    max_batch: int = DEFAULT_MAX_PAIRS
 
     def __post_init__(self) -> None:
         def choose(name: str, options: tuple) -> None:
@@ -96,7 +110,6 @@ class ObjectiveConfig:
         choose("model_term", MODEL_TERMS)
         choose("model_term_on", MODEL_TERM_ON)
         choose("weighting", WEIGHTINGS)
-        choose("t0_weight", ("decoder", "reference_wraparound"))
         if self.estimator not in estimators.ESTIMATORS:
             raise PapaError(f"estimator must be one of {sorted(estimators.ESTIMATORS)}, got {self.estimator!r}")
         for name in ("pref_coef", "model_coef", "beta", "liked_weight"):
@@ -115,6 +128,7 @@ class ObjectiveConfig:
 
     @classmethod
     def from_dict(cls, d: Mapping) -> "ObjectiveConfig":
+        d = without_retired(d, RETIRED)
         known = {f for f in cls.__dataclass_fields__}
         unknown = sorted(set(d) - known)
         if unknown:
@@ -128,7 +142,7 @@ OBJECTIVE_PRESETS: dict[str, ObjectiveConfig] = {
     "reference": ObjectiveConfig(estimator="exact", loss="linear", model_term="reference_last_t",
                                  model_term_on="liked", pref_coef=0.1, model_coef=0.009),
     # EPAPA as the reference configures it (k = 400).
-    "epapa": ObjectiveConfig(estimator="exact", k=400, loss="linear", model_term="reference_last_t",
+    "epapa": ObjectiveConfig(estimator="exact", k=EPAPA_K, loss="linear", model_term="reference_last_t",
                              model_term_on="liked", pref_coef=0.1, model_coef=0.009),
     # Baselines of the alignment benchmark.
     "liked_only": ObjectiveConfig(estimator="uniform", timesteps_per_image=16, weighting="uniform",
@@ -142,9 +156,9 @@ OBJECTIVE_PRESETS: dict[str, ObjectiveConfig] = {
     # dislikes. m = 4 (gradient noise 0.23 relative std, m = 16: 0.05) costs a quarter of m = 16 per
     # round (§5.2); with likes at 0.25 and the similarity term at 0.6 it keeps the variety of the
     # liked set (diversity ≥ 0.9 from round 10, 6 seeds) that m = 4 alone lost in one seed (§3.5).
-    "default": ObjectiveConfig(estimator="importance_stratified", timesteps_per_image=4, k=400, loss="anchored",
+    "default": ObjectiveConfig(estimator="importance_stratified", timesteps_per_image=4, k=EPAPA_K, loss="anchored",
                                anchored_on="both", beta=10.0, model_term="per_timestep", model_term_on="all",
-                               pref_coef=1.0, model_coef=0.6, liked_weight=0.25, max_batch=256),
+                               pref_coef=1.0, model_coef=0.6, liked_weight=0.25),
 }
 
 
@@ -178,14 +192,10 @@ def validate_batch(x0: torch.Tensor, cond: Conditioning, feedback: torch.Tensor)
     if not isinstance(x0, torch.Tensor) or x0.ndim != 4:
         raise PapaError(f"x0 must be a tensor [B, C, H, W], got {getattr(x0, 'shape', type(x0))}")
     b = x0.shape[0]
-    if feedback.ndim != 1 or feedback.shape[0] != b:
-        raise FeedbackError(f"got {feedback.numel()} feedback values for a batch of {b} images: give exactly "
-                            "one per image (+1 like, -1 dislike, 0 neutral)")
+    check_feedback(feedback.tolist(), b)
     if not torch.isfinite(x0).all():
         raise NonFiniteError("the clean latents x0 contain NaN or inf; regenerate the batch (the sampler or VAE "
                              "produced invalid values) before recording feedback")
-    if not torch.isfinite(feedback).all() or (feedback.abs() > 1).any():
-        raise FeedbackError("feedback values must be finite and within [-1, 1]")
     for k, v in cond.items():
         if v.shape[0] != b:
             raise PapaError(f"conditioning {k!r} has batch {v.shape[0]}, the images have {b}")
@@ -193,234 +203,134 @@ def validate_batch(x0: torch.Tensor, cond: Conditioning, feedback: torch.Tensor)
             raise NonFiniteError(f"conditioning {k!r} contains NaN or inf")
 
 
-def elbo_or_uniform_weights(denoiser: Denoiser, cfg: ObjectiveConfig) -> torch.Tensor:
-    if cfg.weighting == "uniform":  # the plain denoising loss: the mean over S, not the sum
-        n = denoiser.schedule.num_timesteps
-        return torch.full((n,), 1.0 / (n - cfg.k), dtype=torch.float64)
-    return denoiser.schedule.elbo_weights(cfg.t0_weight)
+# --- the paper's terms, per (image, t) pair --------------------------------------------------------
 
+@dataclass(frozen=True)
+class Pairs:
+    """The (image, t) pairs of one gradient evaluation, sorted by image.
 
-def accumulate_gradients(
-    denoiser: Denoiser,
-    x0: torch.Tensor,
-    cond: Conditioning,
-    feedback: torch.Tensor,
-    cfg: ObjectiveConfig,
-    generator: Optional[torch.Generator] = None,
-    autocast_dtype: Optional[torch.dtype] = None,
-    noise: Optional[torch.Tensor] = None,
-) -> ObjectiveResult:
-    """Evaluate the objective on a batch and add its gradient into the LoRA parameters' ``.grad``.
-
-    Args:
-        denoiser: the model (LoRA on = θ, off = θ*).
-        x0: [B, C, H, W] clean samples (latents) in the model's data space.
-        cond: conditioning, each tensor batched [B, ...].
-        feedback: float [B], y_i ∈ [-1, 1] (0 = neutral, skipped).
-        cfg: the objective.
-        generator: CPU generator for timesteps and noise (reproducibility).
-        autocast_dtype: torch.bfloat16 / float16 on GPU, or None.
-        noise: optional fixed per-image ε [B, C, H, W] (with ``shared_noise``); drawn from
-            ``generator`` when None. Fixing it isolates the timestep estimator's own variance.
-
-    Returns:
-        ObjectiveResult; the loss is the mean over the batch of the per-image objective.
+    image: long [N], the image i of each pair; t: long [N]; coef: float64 [N], the estimator's c_j
+    (Σ_j c_j f(t_j) estimates Σ_t w_t f(t)); last: bool [N], the largest drawn t of each image (T').
     """
-    validate_batch(x0, cond, feedback)
-    device = denoiser.device
+
+    image: torch.Tensor
+    t: torch.Tensor
+    coef: torch.Tensor
+    last: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.image)
+
+
+def timestep_weights(schedule: DiffusionSchedule, cfg: ObjectiveConfig) -> torch.Tensor:
+    """w_t [T] float64: the ELBO's (PAPA) or, for ``uniform``, the plain denoising loss's mean over S."""
+    if cfg.weighting == "uniform":
+        n = schedule.num_timesteps
+        return torch.full((n,), 1.0 / (n - cfg.k), dtype=torch.float64)
+    return schedule.elbo_weights()
+
+
+def draw_pairs(w: torch.Tensor, images: list[int], cfg: ObjectiveConfig,
+               generator: Optional[torch.Generator]) -> Pairs:
+    """For each image in ``images``, m timesteps t ∈ S = {k..T-1} and their coefficients (``estimators``)."""
+    parts = []
+    for i in images:
+        d = estimators.draw(cfg.estimator, w, cfg.k, cfg.timesteps_per_image, generator)
+        last = torch.zeros(len(d.t), dtype=torch.bool)
+        last[int(torch.argmax(d.t))] = True
+        parts.append((torch.full_like(d.t, i), d.t, d.coef, last))
+    return Pairs(*(torch.cat(v) for v in zip(*parts)))
+
+
+def feedback_weights(feedback: torch.Tensor, cfg: ObjectiveConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """y [B] float64 (dislikes zeroed with ``positive_only``) and the side weight s_i [B]:
+    ``liked_weight`` on likes, 1 on the rest."""
     y = feedback.detach().to(torch.float64).cpu()
     if cfg.positive_only:
         y = y.clamp_min(0)
-    b = x0.shape[0]
-    w = elbo_or_uniform_weights(denoiser, cfg)
-    side = torch.where(y > 0, torch.full_like(y, cfg.liked_weight), torch.ones_like(y))  # liked_weight on likes
-
-    # 1. The (image, t, c, noise) pairs. Neutral images take no part.
-    active = [i for i in range(b) if y[i] != 0]
-    pairs_i, pairs_t, pairs_c, last_flag = [], [], [], []
-    for i in active:
-        d = estimators.draw(cfg.estimator, w, cfg.k, cfg.timesteps_per_image, generator)
-        pairs_i.append(torch.full_like(d.t, i))
-        pairs_t.append(d.t)
-        pairs_c.append(d.coef)
-        flag = torch.zeros(len(d.t), dtype=torch.bool)
-        flag[int(torch.argmax(d.t))] = True
-        last_flag.append(flag)
-    if not active:
-        return ObjectiveResult(0.0, 0.0, 0.0, 0, 0, [float("nan")] * b)
-    pi, pt, pc, plast = (torch.cat(v) for v in (pairs_i, pairs_t, pairs_c, last_flag))
-    n = len(pi)
-    if noise is not None:
-        if tuple(noise.shape) != tuple(x0.shape):
-            raise PapaError(f"noise must have the images' shape {tuple(x0.shape)}, got {tuple(noise.shape)}")
-        per_image_noise = noise.detach().to("cpu", torch.float32)
-    else:
-        per_image_noise = torch.randn((b,) + tuple(x0.shape[1:]), generator=generator)
-    noise = per_image_noise[pi] if cfg.shared_noise else torch.randn((n,) + tuple(x0.shape[1:]), generator=generator)
-
-    # 2. Which images carry the model term, and with what per-pair weight.
-    if cfg.model_term_on == "liked":
-        gate = (y > 0).to(torch.float64)
-    elif cfg.model_term_on == "disliked":
-        gate = (y < 0).to(torch.float64)
-    else:
-        gate = torch.ones(b, dtype=torch.float64)
-    counts = torch.bincount(pi, minlength=b).clamp_min(1).to(torch.float64)
-    if cfg.model_term == "reference_last_t":
-        mweight = gate[pi] * plast.to(torch.float64)
-    elif cfg.model_term == "per_timestep":
-        mweight = gate[pi] / counts[pi]
-    else:
-        mweight = torch.zeros(n, dtype=torch.float64)
-    mweight = mweight * cfg.model_coef
-    need_model = bool((mweight != 0).any())
-    need_delta = cfg.loss in ("anchored", "dpo")
-
-    a_bar = denoiser.schedule.alphas_cumprod
-    chunks, whole = _chunks(pi, cfg.max_batch)
-
-    def inputs(idx: torch.Tensor):
-        i, t = pi[idx], pt[idx]
-        a = a_bar[t].to(torch.float32).view(-1, *([1] * (x0.ndim - 1)))
-        x0i = x0.detach()[i.to(x0.device)].to(device, torch.float32)
-        eps = noise[idx].to(device, torch.float32)
-        xt = a.to(device).sqrt() * x0i + (1 - a.to(device)).sqrt() * eps
-        c = {k: v.detach()[i.to(v.device)].to(device) for k, v in cond.items()}
-        return xt, t.to(device), c, eps
-
-    def run(xt, t, c, lora: bool):
-        with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-            return denoiser.eps(xt, t, c, lora=lora)
-
-    forward_passes = 0
-    g_base = torch.zeros(n, dtype=torch.float64)
-    eps_base_store: dict[int, torch.Tensor] = {}
-    g_theta = torch.full((n,), float("nan"), dtype=torch.float64)
-
-    # 3. Pass A (no gradient): θ* errors (for Δ and the model term) and, when a bounded loss needs
-    #    an image's coefficient before its chunk's backward (an image split over chunks, or DPO's
-    #    coupling of images), θ errors too. With whole images per chunk the gradient pass's own
-    #    forward gives the coefficients of the images it holds: one forward pass fewer per pair.
-    two_pass = need_delta and len(chunks) > 1 and (cfg.loss == "dpo" or not whole)
-    if need_delta or need_model:
-        with torch.no_grad():
-            for ci, idx in enumerate(chunks):
-                # Without a bounded loss only the model-term rows need θ* (one row per image for
-                # reference_last_t), so the others are skipped.
-                rows = idx if need_delta else idx[mweight[idx] != 0]
-                if len(rows) == 0:
-                    continue
-                xt, t, c, eps = inputs(rows)
-                eb = run(xt, t, c, lora=False).float()
-                forward_passes += len(rows)
-                g_base[rows] = _mse(eb, eps).double().cpu()
-                if need_model:
-                    full = torch.zeros((len(idx),) + tuple(eb.shape[1:]), device=eb.device)
-                    full[torch.searchsorted(idx, rows).to(eb.device)] = eb
-                    eps_base_store[ci] = full
-                if two_pass:
-                    et = run(xt, t, c, lora=True).float()
-                    forward_passes += len(rows)
-                    g_theta[rows] = _mse(et, eps).double().cpu()
-
-    def coefficients(g_theta_full: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float]:
-        """Per-image surrogate coefficients a_i [B], Δ_i [B] and the preference loss value."""
-        delta = torch.zeros(b, dtype=torch.float64).index_add_(0, pi, pc * (g_theta_full - g_base))
-        ysum = torch.zeros(b, dtype=torch.float64).index_add_(0, pi, pc * g_theta_full)
-        a = torch.zeros(b, dtype=torch.float64)
-        value = 0.0
-        if cfg.loss == "linear":
-            a = cfg.pref_coef * side * y
-            value = float((cfg.pref_coef * side * y * ysum).sum()) / b
-        elif cfg.loss == "anchored":
-            for i in active:
-                bounded = cfg.anchored_on == "both" or y[i] < 0
-                if bounded:
-                    z = cfg.beta * y[i] * delta[i]
-                    a[i] = cfg.pref_coef * side[i] * y[i] * torch.sigmoid(z)
-                    value += cfg.pref_coef * float(side[i] * torch.nn.functional.softplus(z)) / max(cfg.beta, 1e-12)
-                else:
-                    a[i] = cfg.pref_coef * side[i] * y[i]
-                    value += cfg.pref_coef * float(side[i] * y[i] * delta[i])
-            value /= b
-        else:  # dpo over all (liked, disliked) pairs: softplus(β(Δ_w − Δ_l))/β, weighted by |y_w·y_l|
-            liked = [i for i in active if y[i] > 0]
-            disliked = [i for i in active if y[i] < 0]
-            npairs = len(liked) * len(disliked)
-            for wi in liked:
-                for li in disliked:
-                    z = cfg.beta * (delta[wi] - delta[li])
-                    s = float(torch.sigmoid(z)) * float(y[wi] * -y[li])
-                    a[wi] += cfg.pref_coef * s / npairs * b
-                    a[li] -= cfg.pref_coef * s / npairs * b
-                    value += cfg.pref_coef * float(torch.nn.functional.softplus(z)) * float(y[wi] * -y[li]) / max(
-                        cfg.beta, 1e-12)
-            value = value / max(npairs, 1)
-        return a, delta, value
-
-    # 4. Pass B (gradient).
-    a = None
-    delta = torch.full((b,), float("nan"), dtype=torch.float64)
-    pref_value = 0.0
-    if two_pass or not need_delta:
-        a, delta_c, pref_value = coefficients(g_theta if two_pass else torch.zeros(n, dtype=torch.float64))
-        if two_pass:
-            delta = delta_c
-    model_value = 0.0
-    g_theta_b = torch.zeros(n, dtype=torch.float64)
-    for ci, idx in enumerate(chunks):
-        xt, t, c, eps = inputs(idx)
-        et = run(xt, t, c, lora=True).float()
-        forward_passes += len(idx)
-        err = _mse(et, eps)
-        g_theta_b[idx] = err.detach().double().cpu()
-        if need_delta and not two_pass:  # whole images in this chunk: their coefficients are exact now
-            a, delta, pref_value = coefficients(g_theta_b)
-        coef = (a[pi[idx]] * pc[idx] / b).to(device, torch.float32)
-        surrogate = (coef * err).sum()
-        mw = mweight[idx]
-        if need_model and bool((mw != 0).any()):
-            m_err = _mse(et, eps_base_store[ci])
-            mwd = (mw / b).to(device, torch.float32)
-            surrogate = surrogate + (mwd * m_err).sum()
-            model_value += float((mwd * m_err.detach()).sum())
-        if not torch.isfinite(surrogate):
-            raise NonFiniteError("the loss became NaN or inf; the update was not applied. Lower the learning "
-                                 "rate or the coefficients, or undo the last update")
-        if surrogate.requires_grad:
-            surrogate.backward()
-    if cfg.loss == "linear":  # the value needs the gradient pass's errors
-        pref_value = float((cfg.pref_coef * side * y * torch.zeros(b, dtype=torch.float64).index_add_(
-            0, pi, pc * g_theta_b)).sum()) / b
-    return ObjectiveResult(
-        loss=pref_value + model_value,
-        pref_loss=pref_value,
-        model_loss=model_value,
-        timesteps=n,
-        forward_passes=forward_passes,
-        delta=[float(v) for v in delta],
-    )
+    side = torch.where(y > 0, torch.full_like(y, cfg.liked_weight), torch.ones_like(y))
+    return y, side
 
 
-def _chunks(pi: torch.Tensor, max_batch: int) -> tuple[list[torch.Tensor], bool]:
-    """Split the pairs (sorted by image ``pi``) into forward passes of at most ``max_batch`` pairs.
+def model_term_weights(pairs: Pairs, y: torch.Tensor, cfg: ObjectiveConfig) -> torch.Tensor:
+    """Per-pair weight v_j [N] of  model_coef · ‖ε_θ(x_t, t) − ε_θ*(x_t, t)‖².
 
-    Whole images per chunk when every image fits in one (returns True); otherwise fixed-size chunks.
+    ``reference_last_t``: v = model_coef · 1[y_i > 0] at T' only (the paper's term).
+    ``per_timestep``:     v = model_coef · g_i / m_i on every drawn t (the mean over the image's pairs).
     """
-    n = len(pi)
-    counts = torch.unique_consecutive(pi, return_counts=True)[1].tolist()
-    if max(counts) > max_batch:
-        return [torch.arange(s, min(s + max_batch, n)) for s in range(0, n, max_batch)], False
-    chunks, start, size = [], 0, 0
-    for c in counts:
-        if size + c > max_batch:
-            chunks.append(torch.arange(start, start + size))
-            start, size = start + size, 0
-        size += c
-    chunks.append(torch.arange(start, start + size))
-    return chunks, True
+    b = len(y)
+    gate = (y > 0).to(torch.float64) if cfg.model_term_on == "liked" else torch.ones(b, dtype=torch.float64)
+    if cfg.model_term == "reference_last_t":
+        v = gate[pairs.image] * pairs.last.to(torch.float64)
+    elif cfg.model_term == "per_timestep":
+        counts = torch.bincount(pairs.image, minlength=b).clamp_min(1).to(torch.float64)
+        v = gate[pairs.image] / counts[pairs.image]
+    else:
+        v = torch.zeros(len(pairs), dtype=torch.float64)
+    return v * cfg.model_coef
 
 
-def _mse(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Per-sample mean squared error over all non-batch dims → [N]."""
-    return (a - b).pow(2).flatten(1).mean(1)
+def per_image(pairs: Pairs, values: torch.Tensor, b: int) -> torch.Tensor:
+    """Σ_j c_j values_j per image → [B] float64."""
+    return torch.zeros(b, dtype=torch.float64).index_add_(0, pairs.image, pairs.coef * values)
+
+
+def linear_terms(y: torch.Tensor, side: torch.Tensor, delta: torch.Tensor, cfg: ObjectiveConfig,
+                 err: torch.Tensor) -> tuple[torch.Tensor, float]:
+    """The reference:  a_i = pref_coef · s_i · y_i;  value (1/B) Σ_i a_i Σ_j c_j ‖ε_θ − ε‖²  (``err`` [B])."""
+    a = cfg.pref_coef * side * y
+    return a, float((a * err).sum()) / len(y)
+
+
+def anchored_terms(y: torch.Tensor, side: torch.Tensor, delta: torch.Tensor, cfg: ObjectiveConfig,
+                   err: torch.Tensor) -> tuple[torch.Tensor, float]:
+    """Bounded, anchored at θ*:  a_i = pref_coef · s_i · y_i · σ(β y_i Δ_i);
+    value (1/B) Σ_i pref_coef · s_i · softplus(β y_i Δ_i) / β. With ``anchored_on="negative"``
+    likes keep the linear a_i = pref_coef · s_i · y_i (value pref_coef · s_i · y_i · Δ_i)."""
+    a = torch.zeros_like(y)
+    value = 0.0
+    for i in torch.nonzero(y).flatten().tolist():
+        if cfg.anchored_on == "both" or y[i] < 0:
+            z = cfg.beta * y[i] * delta[i]
+            a[i] = cfg.pref_coef * side[i] * y[i] * torch.sigmoid(z)
+            value += cfg.pref_coef * float(side[i] * torch.nn.functional.softplus(z)) / max(cfg.beta, 1e-12)
+        else:
+            a[i] = cfg.pref_coef * side[i] * y[i]
+            value += cfg.pref_coef * float(side[i] * y[i] * delta[i])
+    return a, value / len(y)
+
+
+def dpo_terms(y: torch.Tensor, side: torch.Tensor, delta: torch.Tensor, cfg: ObjectiveConfig,
+              err: torch.Tensor) -> tuple[torch.Tensor, float]:
+    """Over every (liked w, disliked l) pair, weighted by |y_w · y_l|:
+    value mean_pairs pref_coef · softplus(β (Δ_w − Δ_l)) / β;  a_w += B · pref_coef · σ(β (Δ_w − Δ_l)) / #pairs,
+    a_l −= the same (the surrogate is (1/B) Σ_i a_i Δ_i)."""
+    b = len(y)
+    a = torch.zeros_like(y)
+    liked = torch.nonzero(y > 0).flatten().tolist()
+    disliked = torch.nonzero(y < 0).flatten().tolist()
+    npairs = len(liked) * len(disliked)
+    value = 0.0
+    for wi in liked:
+        for li in disliked:
+            z = cfg.beta * (delta[wi] - delta[li])
+            s = float(torch.sigmoid(z)) * float(y[wi] * -y[li])
+            a[wi] += cfg.pref_coef * s / npairs * b
+            a[li] -= cfg.pref_coef * s / npairs * b
+            value += cfg.pref_coef * float(torch.nn.functional.softplus(z)) * float(y[wi] * -y[li]) / max(
+                cfg.beta, 1e-12)
+    return a, value / max(npairs, 1)
+
+
+LOSS_TERMS = {"linear": linear_terms, "anchored": anchored_terms, "dpo": dpo_terms}
+NEEDS_DELTA = ("anchored", "dpo")  # a_i depends on Δ_i: the θ-errors are needed before the backward pass
+
+
+def preference_terms(pairs: Pairs, y: torch.Tensor, side: torch.Tensor, err_theta: torch.Tensor,
+                     err_base: torch.Tensor, cfg: ObjectiveConfig) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """The per-image coefficients a_i [B], Δ_i [B] and the preference loss value from the per-pair
+    errors ‖ε_θ − ε‖² (``err_theta`` [N]) and ‖ε_θ* − ε‖² (``err_base`` [N])."""
+    b = len(y)
+    delta = per_image(pairs, err_theta - err_base, b)
+    a, value = LOSS_TERMS[cfg.loss](y, side, delta, cfg, per_image(pairs, err_theta, b))
+    return a, delta, value

@@ -45,14 +45,14 @@ from .session_index import (FIX, FORMAT, FORMAT_VERSION, INDEX_COPY_RE, INDEX_FI
 log = logging.getLogger("papa")
 SESSION_NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}"
 _NAME_RE = re.compile(rf"^{SESSION_NAME_PATTERN}$")
+SESSION_NAME_RULE = "1-64 letters, digits, '_' or '-', starting with a letter or digit"
 DEFAULT_MAX_UNDO = 20
 
 
 def validate_session_name(name: Any) -> str:
     """Session names are also folder names: letters, digits, '_' and '-', 1–64 characters."""
     if not isinstance(name, str) or not _NAME_RE.match(name):
-        raise PapaError(f"invalid session name {name!r}: use 1-64 letters, digits, '_' or '-', starting with a "
-                        "letter or digit (it becomes a folder name)")
+        raise PapaError(f"invalid session name {name!r}: use {SESSION_NAME_RULE} (it becomes a folder name)")
     return name
 
 

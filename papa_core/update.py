@@ -18,7 +18,8 @@ import torch
 from .denoiser import Denoiser
 from .errors import NonFiniteError, PapaError
 from .memory import NoProbe, PassSizer, is_out_of_memory
-from .objective import OBJECTIVE_PRESETS, ObjectiveConfig, accumulate_gradients, pick_preset
+from .gradients import accumulate_gradients
+from .objective import OBJECTIVE_PRESETS, ObjectiveConfig, pick_preset, without_retired
 from .session import Round, Session, optimizer_state_from_tensors, optimizer_state_to_tensors
 
 OPTIMIZERS: dict[str, type] = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
@@ -26,6 +27,11 @@ AUTOCAST = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 ProgressCallback = Callable[[int, int, dict], None]
 """progress(step, total_steps, info) after each optimizer step; info has loss and grad_norm."""
+
+
+# Fields older versions had, with the one value they were ever set to: no weight decay (the model
+# term, not a decay towards ΔW = 0, keeps the LoRA near the base), and replay of every earlier round.
+RETIRED = {"weight_decay": 0.0, "replay_rounds": 0}
 
 
 @dataclass(frozen=True)
@@ -36,13 +42,11 @@ class UpdateConfig:
         objective: the loss (``objective.ObjectiveConfig``).
         optimizer: ``adam`` or ``adamw``.
         lr: learning rate of the LoRA parameters.
-        weight_decay: AdamW's decoupled decay (pulls the LoRA towards ΔW = 0, i.e. the base model).
         steps: optimizer steps per update; None = one pass over the images (with ``images_per_step``).
         images_per_step: images per optimizer step, drawn from the new round plus replay (None = all of
             them every step). Bounds the cost of a round as the replayed history grows.
         shuffle: draw the images of each step at random (False: in order, as the reference).
         replay: train on earlier rounds' feedback too: ``none`` or ``all``.
-        replay_rounds: with replay, only this many previous rounds (0 = all).
         newest_every_step: every step trains on all of the new round's labelled images, the rest of
             ``images_per_step`` drawn from the replayed ones (False: all drawn from the whole pool, so
             the new round's share shrinks as the history grows).
@@ -58,12 +62,10 @@ class UpdateConfig:
     objective: ObjectiveConfig = field(default_factory=lambda: OBJECTIVE_PRESETS["default"])
     optimizer: str = "adamw"
     lr: float = 5e-3
-    weight_decay: float = 0.0
     steps: Optional[int] = 4
     images_per_step: Optional[int] = 12
     shuffle: bool = True
     replay: str = "all"
-    replay_rounds: int = 0
     newest_every_step: bool = False
     lr_decay_rounds: int = 20
     grad_clip: Optional[float] = 1.0
@@ -98,7 +100,10 @@ class UpdateConfig:
 
     @classmethod
     def from_dict(cls, d: Mapping) -> "UpdateConfig":
-        d = dict(d)
+        d = without_retired(d, RETIRED)
+        unknown = sorted(set(d) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise PapaError(f"unknown update settings {unknown}; known: {sorted(cls.__dataclass_fields__)}")
         if "objective" in d and not isinstance(d["objective"], ObjectiveConfig):
             d["objective"] = ObjectiveConfig.from_dict(d["objective"])
         return cls(**d)
@@ -181,8 +186,6 @@ def training_set(session: Session, cfg: UpdateConfig) -> tuple[list[Round], list
     pool_rounds = list(new)
     if cfg.replay == "all":
         old = [r for r in session.labelled_rounds() if r.update is not None]
-        if cfg.replay_rounds:
-            old = old[-cfg.replay_rounds:]
         pool_rounds = old + pool_rounds
     items = [(r, i) for r in pool_rounds for i, v in enumerate(r.feedback) if v != 0]
     return new, items
@@ -296,6 +299,21 @@ def _checkpointing(denoiser: Denoiser, on: bool):
     return cm(True) if on and cm is not None else contextlib.nullcontext()
 
 
+def _optimizer(config: UpdateConfig, session: Session, params: list, lr: float) -> torch.optim.Optimizer:
+    """The optimizer at ``lr``, resumed from the session's saved state (its moments) when there is one."""
+    # weight_decay 0: AdamW's default 0.01 would pull the LoRA towards ΔW = 0 on its own schedule
+    kwargs = {"lr": lr, "weight_decay": 0.0} if config.optimizer == "adamw" else {"lr": lr}
+    opt = OPTIMIZERS[config.optimizer](params, **kwargs)
+    if session.optimizer_state:
+        sd = optimizer_state_from_tensors(session.optimizer_state)
+        sd["param_groups"][0].update(kwargs)
+        try:
+            opt.load_state_dict(sd)
+        except (ValueError, KeyError) as e:
+            raise PapaError(f"the session's optimizer state does not fit its LoRA ({e}); reset the session") from e
+    return opt
+
+
 def update(session: Session, denoiser: Denoiser, config: UpdateConfig = UpdateConfig(),
            progress: Optional[ProgressCallback] = None, memory: Optional[PassSizer] = None) -> UpdateStats:
     """Train the session's LoRA on its new feedback; returns the stats and saves nothing to disk.
@@ -317,20 +335,8 @@ def update(session: Session, denoiser: Denoiser, config: UpdateConfig = UpdateCo
 
     denoiser.set_lora_state(session.lora_state)
     params = denoiser.lora_parameters()
-    opt_cls = OPTIMIZERS[config.optimizer]
     lr = effective_lr(config, session)
-    kwargs = {"lr": lr}
-    if config.optimizer == "adamw":
-        kwargs["weight_decay"] = config.weight_decay
-    opt = opt_cls(params, **kwargs)
-    if session.optimizer_state:
-        sd = optimizer_state_from_tensors(session.optimizer_state)
-        sd["param_groups"][0].update({k: v for k, v in kwargs.items()})
-        try:
-            opt.load_state_dict(sd)
-        except (ValueError, KeyError) as e:
-            raise PapaError(f"the session's optimizer state does not fit its LoRA ({e}); reset the session") from e
-
+    opt = _optimizer(config, session, params, lr)
     g = torch.Generator().manual_seed(config.seed * 1_000_003 + session.version)
     n = len(items)
     per_step = n if config.images_per_step is None else min(config.images_per_step, n)

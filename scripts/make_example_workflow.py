@@ -1,6 +1,6 @@
 """Write example_workflows/papa_loop.json (ComfyUI's UI format) from the nodes' own declarations.
 
-    python scripts/make_example_workflow.py
+    python -m scripts.make_example_workflow
 
 Widget values follow each node's INPUT_TYPES order (plus the seed's control_after_generate value),
 which is how the ComfyUI frontend reads them, so the file cannot drift from the nodes.
@@ -13,7 +13,6 @@ import types
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
 
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN"}
 CHECKPOINT = "v1-5-pruned-emaonly-fp16.safetensors"
@@ -27,7 +26,7 @@ def papa_classes():
     comfy.samplers = samplers
     sys.modules.setdefault("comfy", comfy)
     sys.modules.setdefault("comfy.samplers", samplers)
-    from conftest import load_pack
+    from papa_testkit.pack import load_pack
 
     return load_pack().NODE_CLASS_MAPPINGS
 

@@ -1,8 +1,8 @@
 """Reproduce the embedded digits models (papa_core/digits/assets/).
 
-    python scripts/train_digits.py classifier          # ~1 min on 2 CPU cores
-    python scripts/train_digits.py unet --steps 4000   # ~25 min on 2 CPU cores
-    python scripts/train_digits.py evaluate            # the acceptance figures for the base model
+    python -m scripts.train_digits classifier          # ~1 min on 2 CPU cores
+    python -m scripts.train_digits unet --steps 4000   # ~25 min on 2 CPU cores
+    python -m scripts.train_digits evaluate            # the acceptance figures for the base model
 
 Data: scikit-learn's bundled digits, 16×16 (papa_core.digits.data). Everything is seeded; the log
 of the committed run is assets/train_log.txt.
@@ -13,15 +13,12 @@ import argparse
 import copy
 import json
 import math
-import sys
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from papa_core.digits.data import digits_16, split_indices  # noqa: E402
 from papa_core.digits.metrics import batch_quality  # noqa: E402

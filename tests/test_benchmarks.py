@@ -10,7 +10,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_update_speed_round_mode_matches_counted_passes():
     # --b-mode round runs the default update for real and asserts that its pass counts equal the
     # PassCounter's, which is what the CPU (pairs) mode extrapolates from.
-    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "update_speed.py"), "--arch", "tiny", "--latent", "8",
+    out = subprocess.run([sys.executable, "-m", "benchmarks.update_speed", "--arch", "tiny", "--latent", "8",
                           "--images", "2", "--ref-timesteps", "1", "--draws", "2", "--b-mode", "round", "--parts", "ab"],
                          capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert out.returncode == 0, out.stderr[-3000:]
@@ -24,7 +24,7 @@ def test_update_speed_round_mode_matches_counted_passes():
 def test_update_speed_pairs_mode_reports_autocast_and_its_fp32_equivalent():
     # The CPU mode extrapolates from timed passes; under autocast it also times them in fp32, so the
     # report shows what autocast bought. --autocast bf16 forces that path on any CPU.
-    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "update_speed.py"), "--arch", "tiny", "--latent", "8",
+    out = subprocess.run([sys.executable, "-m", "benchmarks.update_speed", "--arch", "tiny", "--latent", "8",
                           "--images", "2", "--ref-timesteps", "1", "--b-mode", "pairs", "--parts", "ab",
                           "--autocast", "bf16"], capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert out.returncode == 0, out.stderr[-3000:]
@@ -36,7 +36,7 @@ def test_update_speed_pairs_mode_reports_autocast_and_its_fp32_equivalent():
 
 
 def test_unet_flops_orders_the_three_passes():
-    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "unet_flops.py"), "--arch", "tiny", "--latent", "8"],
+    out = subprocess.run([sys.executable, "-m", "benchmarks.unet_flops", "--arch", "tiny", "--latent", "8"],
                          capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert out.returncode == 0, out.stderr[-3000:]
     nums = [float(x) for x in re.findall(r"(\d+(?:\.\d+)?(?:e-?\d+)?)", out.stdout.strip().splitlines()[-1].split("pair:")[1])]

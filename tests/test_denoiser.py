@@ -8,7 +8,7 @@ from papa_core.denoiser import DiffusersDenoiser, Denoiser
 from papa_core.errors import PapaError
 from papa_core.lora import LoraConfig, states_equal
 
-from conftest import randomize_lora, tiny_sd_unet, tiny_unet2d
+from papa_testkit.models import randomize_lora, tiny_sd_unet, tiny_unet2d
 
 
 def test_lora_off_is_the_base_model(small_schedule):
@@ -91,8 +91,7 @@ def test_fingerprint_is_the_same_in_every_process():
     import subprocess
     import sys
 
-    code = ("import sys; sys.path[:0] = ['tests', '.']\n"
-            "from conftest import tiny_unet2d\nfrom papa_core.denoiser import model_fingerprint\n"
+    code = ("from papa_testkit.models import tiny_unet2d\nfrom papa_core.denoiser import model_fingerprint\n"
             "print(model_fingerprint(tiny_unet2d()))")
     root = Path(__file__).resolve().parents[1]
     prints = {subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True,

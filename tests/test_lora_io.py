@@ -8,7 +8,7 @@ from papa_core.errors import LoraFileError, SessionMismatch
 from papa_core.lora import LoraConfig, states_equal
 from papa_core.lora_io import export_lora, import_lora
 
-from conftest import randomize_lora, tiny_sd_unet
+from papa_testkit.models import randomize_lora, tiny_sd_unet
 
 
 @pytest.mark.parametrize("targets", ["attention", "attention+conv"])

@@ -10,10 +10,11 @@ import types
 import pytest
 import torch
 
-from conftest import load_pack
+from papa_testkit.pack import load_pack
 
 pack = load_pack()
 from comfyui_papa.nodes import papa_nodes, protocol, state  # noqa: E402
+from comfyui_papa.nodes.common import SessionRef  # noqa: E402
 from comfyui_papa.nodes.export_path import lora_output_path  # noqa: E402
 from comfyui_papa.nodes.waiting import FeedbackBroker, FeedbackCancelled, FeedbackTimeout  # noqa: E402
 from comfyui_papa.papa_core.errors import FeedbackError, PapaError  # noqa: E402
@@ -147,18 +148,30 @@ def test_export_names_versions_and_overwrite(tmp_path):
 
 # --- update settings ---------------------------------------------------------------------------
 
-def test_update_widgets_map_onto_presets():
-    c = papa_nodes.build_update_config("default", "PAPA", 400, 0.0, 0, 0, -1.0, -1.0)
-    d = papa_nodes.UPDATE_PRESETS["default"]
-    assert c.objective.k == 0 and c.lr == d.lr and c.steps == d.steps
-    assert c.objective.model_coef == d.objective.model_coef
-    c = papa_nodes.build_update_config("reference", "EPAPA", 300, 1e-3, 5, 8, 0.5, 0.0)
-    assert (c.objective.k, c.lr, c.steps, c.objective.timesteps_per_image) == (300, 1e-3, 5, 8)
-    assert (c.objective.pref_coef, c.objective.model_coef, c.objective.loss) == (0.5, 0.0, "linear")
+def test_update_inputs_show_the_presets_real_values_and_map_onto_them():
+    """No sentinel on screen: the advanced inputs' defaults are the default preset's values, and each preset's
+    values (what the page shows when it is picked) rebuild exactly that preset."""
+    from comfyui_papa.nodes.loop import UPDATE_PRESET_NAMES, expert_values, update_config
+    from comfyui_papa.papa_core.update import UPDATE_PRESETS
+
+    shown = papa_nodes.PAPAUpdate.INPUT_TYPES()["optional"]
+    for name, value in expert_values("default").items():
+        assert shown[name][1]["default"] == value and shown[name][1]["advanced"] is True
+        assert value > 0  # a real value, not "0 / -1 = the preset's"
+    for preset in UPDATE_PRESET_NAMES:
+        algorithm = "EPAPA" if UPDATE_PRESETS[preset].objective.k else "PAPA"
+        p = UPDATE_PRESETS[preset]
+        for c in (update_config(preset, algorithm, p.objective.max_batch),  # API: inputs left out
+                  update_config(preset, algorithm, p.objective.max_batch, **expert_values(preset))):  # the page
+            assert c == p, preset
+    c = update_config("default", "PAPA", 64, lr=1e-3, steps=5, timesteps_per_image=8, pref_coef=0.5, model_coef=0.0)
+    assert (c.objective.k, c.lr, c.steps, c.objective.timesteps_per_image) == (0, 1e-3, 5, 8)
+    assert (c.objective.pref_coef, c.objective.model_coef, c.objective.loss) == (0.5, 0.0, "anchored")
+    assert update_config("reference", "EPAPA", 64, k=300).objective.k == 300
     with pytest.raises(PapaError):
-        papa_nodes.build_update_config("nope", "PAPA", 0, 0, 0, 0, -1, -1)
+        update_config("nope", "PAPA", 64)
     with pytest.raises(PapaError):
-        papa_nodes.build_update_config("default", "PAPA", 0, 0, 0, 0, -0.5, -1)
+        update_config("default", "PAPA", 64, pref_coef=-0.5)
 
 
 def test_conditioning_of_different_lengths_is_batched_exactly():
@@ -187,9 +200,7 @@ def test_fresh_lora_is_a_seeded_no_op():
 # --- the text path of Record Preference, on a real session store --------------------------------
 
 @pytest.fixture
-def session_dir(tmp_path, monkeypatch):
-    monkeypatch.setenv("PAPA_SESSION_DIR", str(tmp_path / "sessions"))
-    monkeypatch.setattr(state, "_store", None)
+def session_dir(tmp_path, isolated_store):
     return tmp_path / "sessions"
 
 
@@ -199,7 +210,7 @@ def _pending_session(name: str, b: int = 3):
     s = store.create(name, "fp", cfg, init_lora_state({"m.to_q": (4, 4)}, cfg))
     s.add_round(torch.randn(b, 4, 2, 2), {"c_crossattn": torch.randn(b, 77, 8)}, seeds=[1] * b)
     store.save(s)
-    return papa_nodes.SessionRef(name, cfg)
+    return SessionRef(name, cfg)
 
 
 def test_record_text_path_persists_feedback_and_bumps_the_version(session_dir):
@@ -243,7 +254,7 @@ def test_export_node_writes_kohya_names_for_sdxl_sessions(session_dir, tmp_path,
     s = state.store().create("xl", "fp", cfg, init_lora_state({"down_blocks.1.attentions.0.to_q": (4, 4)}, cfg),
                              meta={"base_model": "sdxl", "kohya_naming": "ldm",
                                    "ldm_names": {"down_blocks.1.attentions.0.to_q": "input_blocks.4.1.to_q"}})
-    out = papa_nodes.PAPAExportLoRA().run(papa_nodes.SessionRef("xl", cfg), "mine", "new version", "fp16")
+    out = papa_nodes.PAPAExportLoRA().run(SessionRef("xl", cfg), "mine", "new version", "fp16")
     assert out["result"] == ("mine.safetensors",)
     from safetensors import safe_open
 
@@ -254,20 +265,18 @@ def test_export_node_writes_kohya_names_for_sdxl_sessions(session_dir, tmp_path,
         assert f.get_tensor("lora_unet_input_blocks_4_1_to_q.lora_down.weight").dtype == torch.float16
     assert s.name == "xl"
     with pytest.raises(PapaError, match="not allowed"):
-        papa_nodes.PAPAExportLoRA().run(papa_nodes.SessionRef("xl", cfg), "../../x", "new version", "fp32")
+        papa_nodes.PAPAExportLoRA().run(SessionRef("xl", cfg), "../../x", "new version", "fp32")
 
 
 def test_example_workflow_matches_the_node_declarations(fake_comfy):
     """example_workflows/papa_loop.json is what scripts/make_example_workflow.py writes from INPUT_TYPES."""
-    import importlib.util
     from pathlib import Path
 
+    from scripts import make_example_workflow as mod
+
     root = Path(__file__).resolve().parents[1]
-    spec = importlib.util.spec_from_file_location("make_example_workflow", root / "scripts" / "make_example_workflow.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
     on_disk = json.loads((root / "example_workflows" / "papa_loop.json").read_text(encoding="utf-8"))
-    assert on_disk == json.loads(json.dumps(mod.build())), "regenerate: python scripts/make_example_workflow.py"
+    assert on_disk == json.loads(json.dumps(mod.build())), "regenerate: python -m scripts.make_example_workflow"
     links = {l[0]: l for l in on_disk["links"]}
     for node in on_disk["nodes"]:
         for i in node["inputs"]:

@@ -4,10 +4,11 @@ import torch
 
 from papa_core.denoiser import DiffusersDenoiser
 from papa_core.errors import FeedbackError, NonFiniteError, PapaError
+from papa_core.gradients import accumulate_gradients
 from papa_core.lora import LoraConfig
-from papa_core.objective import ObjectiveConfig, accumulate_gradients, objective_preset
+from papa_core.objective import ObjectiveConfig, objective_preset
 
-from conftest import randomize_lora, tiny_unet2d
+from papa_testkit.models import randomize_lora, tiny_unet2d
 
 
 def _grads(d):
@@ -189,7 +190,7 @@ def test_bad_input_errors(tiny_denoiser):
     bad[0, 0, 0, 0] = float("nan")
     with pytest.raises(NonFiniteError, match="regenerate"):
         accumulate_gradients(d, bad, {}, torch.tensor([1.0]), cfg)
-    with pytest.raises(FeedbackError, match="within"):
+    with pytest.raises(FeedbackError, match=r"outside \[-1, 1\]"):
         accumulate_gradients(d, torch.zeros(1, 1, 8, 8), {}, torch.tensor([3.0]), cfg)
     with pytest.raises(PapaError, match="loss must be one of"):
         ObjectiveConfig(loss="magic")
@@ -225,3 +226,17 @@ def test_liked_weight_scales_only_the_liked_images(tiny_denoiser):
         assert torch.allclose(3 * a, b, rtol=1e-3, atol=1e-6)
     (l_dis, g_dis), (l_dis3, g_dis3) = grads([0.0, -1.0]), grads([0.0, -1.0], liked_weight=3.0)
     assert l_dis == l_dis3 and all(torch.equal(a, b) for a, b in zip(g_dis, g_dis3))
+
+
+def test_settings_written_by_older_versions_still_load():
+    """Retired fields (always at one value) are dropped on load; another value is refused, not ignored."""
+    from papa_core.update import UpdateConfig
+
+    old = dict(objective_preset("default").to_dict(), t0_weight="decoder", shared_noise=True)
+    assert ObjectiveConfig.from_dict(old) == objective_preset("default")
+    with pytest.raises(PapaError, match="unknown objective settings"):
+        ObjectiveConfig.from_dict(dict(old, shared_noise=False))
+    upd = dict(UpdateConfig().to_dict(), weight_decay=0.0, replay_rounds=0, objective=old)
+    assert UpdateConfig.from_dict(upd) == UpdateConfig()
+    with pytest.raises(PapaError, match="unknown update settings"):
+        UpdateConfig.from_dict(dict(upd, replay_rounds=3))

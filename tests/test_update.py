@@ -139,7 +139,7 @@ def test_bf16_autocast_gradient_agrees_with_fp32(tiny_denoiser):
     # (Δ is a difference of two errors, so rounding could in principle swamp it).
     from dataclasses import replace
 
-    from conftest import randomize_lora
+    from papa_testkit.models import randomize_lora
     from papa_core.diagnostics import lora_gradient
 
     d = tiny_denoiser

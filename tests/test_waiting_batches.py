@@ -11,24 +11,25 @@ import types
 import pytest
 import torch
 
-from conftest import load_pack
+from papa_testkit.pack import load_pack
 
 pack = load_pack()
 from comfyui_papa.nodes import papa_nodes, protocol, routes, service  # noqa: E402
+from comfyui_papa.nodes.common import SessionRef  # noqa: E402
 from comfyui_papa.nodes.waiting import FeedbackBroker, FeedbackTimeout  # noqa: E402
 from comfyui_papa.papa_core.errors import FeedbackError  # noqa: E402
 from comfyui_papa.papa_core.lora import LoraConfig, init_lora_state  # noqa: E402
 from comfyui_papa.papa_core.session import SessionStore  # noqa: E402
 
-from reliability.helpers import call_routes, isolated_store  # noqa: E402
+from papa_testkit.pack import call_routes  # noqa: E402
 
 CFG = LoraConfig(rank=2, alpha=2.0)
 
 
 @pytest.fixture
-def pending(tmp_path, monkeypatch):
+def pending(isolated_store, monkeypatch):
     """Session 'w' with round 0 (3 images, seed 5) waiting for its answer; returns the pack's state."""
-    state = isolated_store(tmp_path, monkeypatch)
+    state = isolated_store
     monkeypatch.setattr(state, "broker", FeedbackBroker())
     s = state.store().create("w", "fp", CFG, init_lora_state({"a.to_q": (8, 8)}, CFG))
     s.add_round(torch.randn(3, 4, 8, 8), {"c_crossattn": torch.randn(3, 77, 8)}, seeds=[5] * 3)
@@ -85,7 +86,7 @@ def _record_in_thread(state, timeout_s=60):
     def run():
         try:
             out["result"] = papa_nodes.PAPARecordPreference().run(torch.zeros(3, 8, 8, 3),
-                                                                  papa_nodes.SessionRef("w", CFG), "", timeout_s, "4")
+                                                                  SessionRef("w", CFG), "", timeout_s, "4")
         except Exception as e:  # noqa: BLE001 - the test reads it
             out["error"] = e
 
@@ -148,7 +149,7 @@ def test_cancel_drops_the_batch_so_the_next_queue_samples_anew(pending, comfy_st
 
 
 def test_discard_action_and_text_path_answer_the_pending_round(pending):
-    ref = papa_nodes.SessionRef("w", CFG)
+    ref = SessionRef("w", CFG)
     out = papa_nodes.PAPARecordPreference().run(torch.zeros(3, 8, 8, 3), ref, "+ - 0", 60, "4")
     assert out["ui"]["papa"][0]["source"] == "text"
     assert SessionStore(pending.session_root()).get("w").rounds[0].feedback == [1, -1, 0]

@@ -103,7 +103,7 @@ class Gallery {
     const same = this.request && this.request.batch === request.batch;
     this.request = { ...request, state: request.state || "waiting" };
     if (!same) {
-      this.ratings = new Array(request.batch_size).fill(0);
+      this.ratings = new Array(request.batch_size).fill(proto.symbols.neutral);
       this.selected = 0;
       revealNode(this.node);
     }
@@ -146,13 +146,14 @@ class Gallery {
 
   rate(i, v) {
     if (!this.request || i < 0 || i >= this.ratings.length) return;
-    this.ratings[i] = this.ratings[i] === v ? 0 : v;
+    this.ratings[i] = this.ratings[i] === v ? proto.symbols.neutral : v;
     this.selected = i;
     this.render();
   }
 
   dislikeOthers() {
-    this.ratings = this.ratings.map((v) => (v === 0 ? -1 : v));
+    const { neutral, dislike } = proto.symbols;
+    this.ratings = this.ratings.map((v) => (v === neutral ? dislike : v));
     this.render();
   }
 
@@ -182,7 +183,7 @@ class Gallery {
     try {
       await post(proto.routes.cancel, { session: r.session, prompt_id: r.prompt_id, node_id: r.node_id });
     } catch (e) { /* the wait already ended */ }
-    this.done("Cancelled: nothing recorded; the next queue samples a new batch.");
+    this.done(ENDED[proto.outcomes.cancelled]);
   }
 
   // grow the node to the tile grid (1-16 images: up to 4 columns), so nothing needs scrolling
@@ -247,13 +248,14 @@ class Gallery {
     im.onclick = () => zoom(im.src);
     tile.append(im, el("span", "papa-num", String(i + 1)));
     const votes = el("div", "papa-votes");
-    for (const [name, value, tip] of [["like", 1, "like (↑)"], ["neutral", 0, "neutral (0)"],
-                                      ["dislike", -1, "dislike (↓)"]]) {
-      const b = el("button", `papa-${name}` + (v === value && value !== 0 ? " on" : ""));
+    const S = proto.symbols;
+    for (const [name, value, tip] of [["like", S.like, "like (↑)"], ["neutral", S.neutral, "neutral (0)"],
+                                      ["dislike", S.dislike, "dislike (↓)"]]) {
+      const b = el("button", `papa-${name}` + (v === value && value !== S.neutral ? " on" : ""));
       b.innerHTML = ICONS[name];
       b.title = tip;
       b.setAttribute("aria-label", name);
-      b.onclick = (e) => { e.stopPropagation(); value === 0 ? (this.ratings[i] = 0, this.render()) : this.rate(i, value); };
+      b.onclick = (e) => { e.stopPropagation(); value === S.neutral ? (this.ratings[i] = value, this.render()) : this.rate(i, value); };
       votes.append(b);
     }
     tile.append(votes);
@@ -269,9 +271,9 @@ class Gallery {
   key(e) {
     if (!this.request || !this.hasAttention()) return false;
     if (/^[1-9]$/.test(e.key)) { this.selected = Math.min(+e.key - 1, this.ratings.length - 1); this.render(); }
-    else if (e.key === "ArrowUp") this.rate(this.selected, 1);
-    else if (e.key === "ArrowDown") this.rate(this.selected, -1);
-    else if (e.key === "0") { this.ratings[this.selected] = 0; this.render(); }
+    else if (e.key === "ArrowUp") this.rate(this.selected, proto.symbols.like);
+    else if (e.key === "ArrowDown") this.rate(this.selected, proto.symbols.dislike);
+    else if (e.key === "0") { this.ratings[this.selected] = proto.symbols.neutral; this.render(); }
     else if (e.key === "Enter" && this.rated()) this.submit();
     else return false;
     return true;
@@ -331,7 +333,7 @@ async function restoreWaiting() {
   } catch (e) { /* the server restarts: the next request event brings it */ }
 }
 
-const ENDED = {
+const ENDED = { // by outcome name (proto.outcomes): what the gallery says when a wait ends that way
   cancelled: "Cancelled: nothing recorded; the next queue samples a new batch.",
   interrupted: "Interrupted: the batch is still pending; queue again to see it again and answer it.",
 };
@@ -351,8 +353,8 @@ app.registerExtension({
       if (!detail) return;
       for (const g of galleries) {
         if (!g.shows(detail)) continue;
-        if (detail.outcome === "timeout") g.timedOut();
-        else if (detail.outcome === "recorded") g.done("Answered (in this or another tab).");
+        if (detail.outcome === proto.outcomes.timeout) g.timedOut();
+        else if (detail.outcome === proto.outcomes.recorded) g.done("Answered (in this or another tab).");
         else g.done(ENDED[detail.outcome] || "Ended.");
       }
     });
@@ -360,7 +362,7 @@ app.registerExtension({
       if (detail?.session) for (const g of galleries) g.status(detail);
     });
     api.addEventListener("execution_interrupted", () => {
-      for (const g of galleries) if (g.request?.state === "waiting") g.done(ENDED.interrupted);
+      for (const g of galleries) if (g.request?.state === "waiting") g.done(ENDED[proto.outcomes.interrupted]);
     });
     window.addEventListener("keydown", (e) => {
       if (somethingElseHasTheKeys(e)) return;

@@ -1,12 +1,14 @@
 // ComfyUI-PAPA: show each PAPA node's session status (round, likes / dislikes, updates, last loss) under the node.
 // The summary comes from the node's own `ui.papa` output, and from every later session-status event, so all
 // the nodes of one session read the same, newest state (the Record node's line follows the update too).
+// PAPA Update's advanced inputs show the values of the preset picked (they are what the update uses).
+// Node names, events and preset values come from the server (GET /papa/v1/protocol): nodes/protocol.py.
 import { app } from "../../scripts/app.js";
 import { api } from "../../scripts/api.js";
 
-const PAPA_NODES = new Set(["PAPA_Session", "PAPA_GenerateBatch", "PAPA_RecordPreference", "PAPA_Update",
-                            "PAPA_ExportLoRA", "PAPA_SessionAction"]);
 const shown = new Set(); // nodes that have drawn a status
+let protoPromise = null;
+const loadProtocol = () => (protoPromise ??= api.fetchApi("/papa/v1/protocol").then((r) => r.json()));
 
 export function statusText(s) {
   if (!s) return "";
@@ -28,10 +30,26 @@ function setStatus(node, summary) {
   node.setDirtyCanvas(true, false);
 }
 
+// Picking a preset writes its values into the advanced inputs (a loaded workflow keeps its own values).
+function followPreset(node, presets) {
+  const preset = node.widgets?.find((w) => w.name === "preset");
+  if (!preset) return;
+  const callback = preset.callback;
+  preset.callback = function (value) {
+    const r = callback?.apply(this, arguments);
+    for (const [name, v] of Object.entries(presets[value] ?? {})) {
+      const w = node.widgets.find((x) => x.name === name);
+      if (w) w.value = v;
+    }
+    node.setDirtyCanvas(true, true);
+    return r;
+  };
+}
+
 app.registerExtension({
   name: "comfyui_papa.status",
   async setup() {
-    const proto = await (await api.fetchApi("/papa/v1/protocol")).json();
+    const proto = await loadProtocol();
     api.addEventListener(proto.events.status, ({ detail }) => {
       if (!detail?.session) return;
       for (const node of shown) {
@@ -40,7 +58,16 @@ app.registerExtension({
     });
   },
   async beforeRegisterNodeDef(nodeType, nodeData) {
-    if (!PAPA_NODES.has(nodeData.name)) return;
+    const proto = await loadProtocol();
+    if (!Object.values(proto.node_types).includes(nodeData.name)) return;
+    if (nodeData.name === proto.node_types.update) {
+      const onNodeCreated = nodeType.prototype.onNodeCreated;
+      nodeType.prototype.onNodeCreated = function () {
+        const r = onNodeCreated?.apply(this, arguments);
+        followPreset(this, proto.update_presets);
+        return r;
+      };
+    }
     const onExecuted = nodeType.prototype.onExecuted;
     nodeType.prototype.onExecuted = function (output) {
       onExecuted?.apply(this, arguments);

@@ -1,10 +1,11 @@
-"""In-process checks of nodes/comfy_model.py on tiny ComfyUI models (SD1.5, SD2 v-prediction, SDXL).
+"""In-process checks of the host adapter (nodes/comfy_model.py, comfy_denoiser.py, comfy_lora.py) on tiny
+ComfyUI models (SD1.5, SD2 v-prediction, SDXL).
 
-Run by test_host_adapter.py as a subprocess (cwd = COMFYUI_DIR, so ComfyUI's own top-level modules
-never enter the test process). Prints one JSON object with the measured errors; the test asserts.
+Run by test_host_adapter.py as a subprocess (cwd = COMFYUI_DIR, ``papa_testkit.comfy.server_env(cdir)``:
+ComfyUI's own top-level modules first on the path, and never in the test process). Prints one JSON
+object with the measured errors; the test asserts.
 Everything runs inside ``torch.inference_mode()``, as ComfyUI runs nodes.
 """
-import importlib.util
 import json
 import logging
 import os
@@ -13,18 +14,9 @@ from pathlib import Path
 
 import torch
 
-REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, os.getcwd())
+from papa_testkit.pack import load_pack
+
 sys.argv = [sys.argv[0], "--cpu"]
-
-
-def load_pack():
-    spec = importlib.util.spec_from_file_location("papa_pack", REPO / "__init__.py",
-                                                  submodule_search_locations=[str(REPO)])
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["papa_pack"] = mod
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def tiny(kind: str):
@@ -74,9 +66,11 @@ def conditioning(kind: str, b: int):
 
 def check(kind: str, pack) -> dict:
     import comfy.sd
-    from papa_pack.nodes.comfy_model import ComfyDenoiser, conditioning_tensors, inspect_model, with_lora
-    from papa_pack.papa_core.lora import UP, LoraConfig, init_lora_state
-    from papa_pack.papa_core.lora_io import export_lora
+    from comfyui_papa.nodes.comfy_denoiser import ComfyDenoiser
+    from comfyui_papa.nodes.comfy_lora import with_lora
+    from comfyui_papa.nodes.comfy_model import conditioning_tensors, inspect_model
+    from comfyui_papa.papa_core.lora import UP, LoraConfig, init_lora_state
+    from comfyui_papa.papa_core.lora_io import export_lora
 
     res = {}
     mp = tiny(kind)

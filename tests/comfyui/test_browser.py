@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from . import graphs
+from papa_testkit import graphs
 
 REPO = Path(__file__).resolve().parents[2]
 CHROMIUM = os.environ.get("PAPA_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
@@ -252,4 +252,22 @@ def test_a_batch_of_8_fits_the_node_without_scrolling(comfy, page, shots, clean,
         assert top - 1 <= t and b <= bottom + 1 and left - 1 <= l and r <= right + 1, (geo["gallery"], (t, b, l, r))
         assert 0 <= t and b <= geo["viewport"][0], "part of the gallery is off screen"
     assert page.locator(".p-dialog-mask").count() == 0
+    assert not page.papa_errors, page.papa_errors
+
+
+def test_update_node_shows_the_values_of_the_preset_picked(comfy, page):
+    """No sentinel on screen: the advanced inputs hold real values, and picking a preset writes its values
+    (served by the protocol route) into them, so what the node shows is what the update uses."""
+    load_loop(page, "browser_presets")
+    shown = page.evaluate("""name => {
+        const node = window.app.graph._nodes.find(n => n.type === 'PAPA_Update');
+        const preset = node.widgets.find(w => w.name === 'preset');
+        preset.value = name;
+        preset.callback(name);
+        return Object.fromEntries(node.widgets.map(w => [w.name, w.value]));
+    }""", "reference")
+    presets = comfy.get("/papa/v1/protocol")[1]["update_presets"]
+    assert presets["reference"]["lr"] != presets["default"]["lr"]  # the check below can fail
+    for name, value in presets["reference"].items():
+        assert shown[name] == pytest.approx(value), name
     assert not page.papa_errors, page.papa_errors

@@ -1,4 +1,4 @@
-"""nodes/comfy_model.py against ComfyUI's own model classes (SD1.5 ε, SD2 v-prediction, SDXL)."""
+"""The host adapter (nodes/comfy_*.py) against ComfyUI's own model classes (SD1.5 ε, SD2 v-prediction, SDXL)."""
 from __future__ import annotations
 
 import json
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import comfy_dir, server_env
+from papa_testkit.comfy import comfy_dir, server_env
 
 HERE = Path(__file__).resolve().parent
 
@@ -18,7 +18,7 @@ def results(tmp_path_factory):
     cdir = comfy_dir()
     if cdir is None:
         pytest.skip("set COMFYUI_DIR to a ComfyUI checkout (0.3.64) to run the ComfyUI host-adapter checks")
-    env = dict(server_env(), PAPA_CHECK_TMP=str(tmp_path_factory.mktemp("adapter")))
+    env = dict(server_env(cdir), PAPA_CHECK_TMP=str(tmp_path_factory.mktemp("adapter")))
     r = subprocess.run([sys.executable, str(HERE / "check_host_adapter.py")], cwd=cdir, env=env, capture_output=True,
                        text=True, timeout=600)
     line = [ln for ln in r.stdout.splitlines() if ln.startswith("RESULT ")]

@@ -6,8 +6,8 @@ import time
 import numpy as np
 import pytest
 
-from . import graphs
-from .conftest import cached_nodes, error_message
+from papa_testkit import graphs
+from papa_testkit.comfy import cached_nodes, error_message
 
 PAPA_NODES = ("PAPA_Session", "PAPA_GenerateBatch", "PAPA_RecordPreference", "PAPA_Update", "PAPA_ExportLoRA",
               "PAPA_SessionAction")
@@ -242,7 +242,7 @@ def test_example_workflow_runs_the_loop(comfy):
     import json
     from pathlib import Path
 
-    from .ui_to_api import to_api
+    from papa_testkit.ui_to_api import to_api
 
     wf = json.loads((Path(__file__).resolve().parents[2] / "example_workflows" / "papa_loop.json").read_text())
     for node in wf["nodes"]:

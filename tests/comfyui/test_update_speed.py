@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import comfy_dir
+from papa_testkit.comfy import comfy_dir
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -21,7 +21,7 @@ def test_update_speed_through_comfyui_model(mode):
         pytest.skip("set COMFYUI_DIR to a ComfyUI checkout (0.3.64) to time the update through ComfyUI's model")
     # round mode runs PAPA's update on ComfyDenoiser for real and asserts its pass counts equal the
     # counter's (what pairs mode extrapolates from); pairs mode also times the passes in fp32.
-    out = subprocess.run([sys.executable, str(REPO / "benchmarks" / "update_speed.py"), "--arch", "tiny", "--latent", "8",
+    out = subprocess.run([sys.executable, "-m", "benchmarks.update_speed", "--arch", "tiny", "--latent", "8",
                           "--images", "2", "--ref-timesteps", "1", "--b-mode", mode, "--parts", "ae",
                           "--autocast", "bf16"], capture_output=True, text=True, timeout=600, cwd=REPO,
                          env=dict(os.environ, COMFYUI_DIR=str(cdir), OMP_WAIT_POLICY="PASSIVE"))

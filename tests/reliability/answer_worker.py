@@ -1,6 +1,6 @@
 """A process playing ComfyUI for one browser answer, so that a test can kill it right after the 200.
 
-    python answer_worker.py SESSION_ROOT
+    python -m tests.reliability.answer_worker SESSION_ROOT
 
 It serves the pack's real routes (aiohttp on 127.0.0.1, a free port) and runs the real PAPA Record
 Preference node in a thread, as ComfyUI's prompt worker would, waiting for the browser's answer to
@@ -14,14 +14,12 @@ import os
 import sys
 import threading
 import types
-from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from conftest import load_pack  # noqa: E402
+from papa_testkit.pack import load_pack  # noqa: E402
 
 SESSION = "answer"
 BATCH = 4
@@ -45,6 +43,7 @@ def main() -> None:
     from aiohttp import web
 
     from comfyui_papa.nodes import papa_nodes, routes, state
+    from comfyui_papa.nodes.common import SessionRef
     from comfyui_papa.papa_core.lora import LoraConfig, init_lora_state
 
     cfg = LoraConfig(rank=2, alpha=2.0)
@@ -54,7 +53,7 @@ def main() -> None:
     store.save(s)
 
     def record():
-        papa_nodes.PAPARecordPreference().run(torch.zeros(BATCH, 8, 8, 3), papa_nodes.SessionRef(SESSION, cfg), "",
+        papa_nodes.PAPARecordPreference().run(torch.zeros(BATCH, 8, 8, 3), SessionRef(SESSION, cfg), "",
                                               600, "9")
 
     threading.Thread(target=record, daemon=True).start()

@@ -1,6 +1,6 @@
 """A process doing real PAPA work on one session, forever, so that tests can kill it anywhere.
 
-    python crash_worker.py ROOT JOURNAL [--kill-in-write N]
+    python -m tests.reliability.crash_worker ROOT JOURNAL [--kill-in-write N]
 
 Loop: add a round of tiny-UNet latents → save → record ±1 feedback → save → journal the feedback →
 update (real gradient steps) → save → journal the update. A journal line (fsync'd) is written only
@@ -16,23 +16,19 @@ import json
 import os
 import random
 import signal
-import sys
 from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
 
 import torch  # noqa: E402
 
-from conftest import tiny_unet2d  # noqa: E402
 from papa_core import fsio  # noqa: E402
 from papa_core.denoiser import DiffusersDenoiser  # noqa: E402
 from papa_core.lora import LoraConfig  # noqa: E402
 from papa_core.objective import objective_preset  # noqa: E402
 from papa_core.schedule import DiffusionSchedule  # noqa: E402
 from papa_core.session import SessionStore  # noqa: E402
+from papa_testkit.models import tiny_unet2d  # noqa: E402
 from papa_core.update import update, update_preset  # noqa: E402
 
 SESSION = "crash"

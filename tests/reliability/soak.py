@@ -1,6 +1,6 @@
 """Soak: many rounds of the digits loop in one process, watching memory, file handles and finiteness.
 
-    python tests/reliability/soak.py --rounds 200 [--warmup 10] [--out soak.json]
+    python -m tests.reliability.soak --rounds 200 [--warmup 10] [--out soak.json]
 
 Each round samples, labels (simulated person), saves, updates and saves again, as the demo does.
 Prints one JSON line: RSS (MiB) after warm-up and at the end, its growth, open file descriptors at
@@ -13,13 +13,11 @@ import ctypes
 import gc
 import json
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import torch  # noqa: E402
 

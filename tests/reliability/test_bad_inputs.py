@@ -8,34 +8,31 @@ from __future__ import annotations
 import json
 import math
 import os
-import sys
 import types
 
 import pytest
 import torch
 
-from conftest import load_pack
+from papa_testkit.pack import load_pack
 
 pack = load_pack()
 from comfyui_papa.nodes import papa_nodes, routes, state  # noqa: E402
+from comfyui_papa.nodes.common import SessionRef  # noqa: E402
+from comfyui_papa.nodes.loop import update_config  # noqa: E402
+from comfyui_papa.nodes.service import apply_session_action  # noqa: E402
 from comfyui_papa.papa_core.errors import PapaError  # noqa: E402
 from comfyui_papa.papa_core.lora import LoraConfig, init_lora_state  # noqa: E402
 from comfyui_papa.papa_core.lora_io import export_lora, import_lora  # noqa: E402
 
-from .helpers import call_routes, folder_hash  # noqa: E402
+from papa_testkit.pack import call_routes, folder_hash  # noqa: E402
 
 CFG = LoraConfig(rank=2, alpha=2.0)
 MODULES = {"down_blocks.0.attentions.0.to_q": (8, 8), "up_blocks.0.resnets.0.conv1": (8, 8, 3, 3)}
 
 
 @pytest.fixture
-def world(tmp_path, monkeypatch):
+def world(tmp_path, isolated_store):
     """A stored session with one trained round and one pending round, a loras folder, and a valid LoRA file."""
-    monkeypatch.setenv("PAPA_SESSION_DIR", str(tmp_path / "sessions"))
-    monkeypatch.setattr(state, "_store", None)
-    fp = types.ModuleType("folder_paths")
-    fp.get_folder_paths = lambda kind: [str(tmp_path / "loras")]
-    monkeypatch.setitem(sys.modules, "folder_paths", fp)
     store = state.store()
     s = store.create("good", "fp0", CFG, init_lora_state(MODULES, CFG), meta={"base_model": "sd15"})
     s.add_round(torch.randn(4, 4, 8, 8), {"c_crossattn": torch.randn(4, 77, 8)}, seeds=[1] * 4)
@@ -47,7 +44,7 @@ def world(tmp_path, monkeypatch):
     lora_file = tmp_path / "good_lora.safetensors"
     export_lora(lora_file, s.lora_state, CFG)
     return types.SimpleNamespace(tmp=tmp_path, store=store, folder=tmp_path / "sessions" / "good",
-                                 ref=papa_nodes.SessionRef("good", CFG), lora_file=lora_file)
+                                 ref=SessionRef("good", CFG), lora_file=lora_file)
 
 
 # --- the cases: (id, callable(world), expected error type, words of the message that name the fix) -----
@@ -64,8 +61,8 @@ def _export(name, if_exists="new version"):
     return lambda w: papa_nodes.PAPAExportLoRA().run(w.ref, name, if_exists, "fp32")
 
 
-def _update_cfg(*args):
-    return lambda w: papa_nodes.build_update_config(*args)
+def _update_cfg(preset, algorithm, **expert):
+    return lambda w: update_config(preset, algorithm, 64, **expert)
 
 
 def _write(name, data):
@@ -150,7 +147,7 @@ CASES = [
     ("record: unknown symbol", _record("+ ? -"), "use + (like), - (dislike), 0 (neutral)"),
     ("record: graded out of range", _record("+ 2 -"), "outside [-1, 1]"),
     ("record: images do not match the batch", _record("+ -", n=2), "connect the images output"),
-    ("record: unknown session", _record("+ - +", ref=papa_nodes.SessionRef("ghost", CFG)), "Generate Batch"),
+    ("record: unknown session", _record("+ - +", ref=SessionRef("ghost", CFG)), "Generate Batch"),
     ("session: traversal name", _session("../x"), "letters, digits"),
     ("session: non-UTF-8 name", _session("caf\udce9"), "letters, digits"),
     ("session: empty name", _session(""), "letters, digits"),
@@ -161,14 +158,15 @@ CASES = [
     ("export: NUL byte", _export("a\x00b"), "letters, digits"),
     ("export: Windows traversal", _export("..\\..\\evil"), "nothing that leaves the loras folder"),
     ("export: bad if_exists", _export("ok", "clobber"), "if_exists must be one of"),
-    ("update: unknown preset", _update_cfg("best", "PAPA", 0, 0, 0, 0, -1, -1), "choose one of"),
-    ("update: unknown algorithm", _update_cfg("default", "SGD", 0, 0, 0, 0, -1, -1), "PAPA or EPAPA"),
-    ("update: negative coefficient", _update_cfg("default", "PAPA", 0, 0, 0, 0, -0.5, -1), "-1 for the preset"),
+    ("update: unknown preset", _update_cfg("best", "PAPA"), "choose one of"),
+    ("update: unknown algorithm", _update_cfg("default", "SGD"), "PAPA or EPAPA"),
+    ("update: negative coefficient", _update_cfg("default", "PAPA", pref_coef=-0.5), "must be a finite number ≥ 0"),
+    ("update: zero learning rate", _update_cfg("default", "PAPA", lr=0.0), "lr must be a positive number"),
     ("generate: huge batch", lambda w: papa_nodes.PAPAGenerateBatch().run(
         None, [], [], None, w.ref, 100000, 0, 20, 7.0, "euler", "normal", 512, 512), "batch_size must be"),
     ("undo: nothing to undo on a fresh session", lambda w: (
         w.store.create("fresh", "fp0", CFG, init_lora_state(MODULES, CFG)),
-        papa_nodes.apply_session_action("fresh", "undo")), "no update to undo"),
+        apply_session_action("fresh", "undo")), "no update to undo"),
     # route bodies
     ("route: not JSON", _route(b"{nope"), "UTF-8 JSON"),
     ("route: not UTF-8", _route(b"\xff\xfe\xfa"), "UTF-8 JSON"),

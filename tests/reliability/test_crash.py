@@ -16,21 +16,20 @@ import time
 from pathlib import Path
 
 
-HERE = Path(__file__).resolve().parent
+ROOT = Path(__file__).resolve().parents[2]  # the workers run as modules from here
 RUNS = int(os.environ.get("PAPA_CRASH_RUNS", "6"))
 
 
 def check_session(root: Path, journal: Path) -> dict:
     """Load in a fresh process (a new SessionStore reads only the disk) and compare with the journal."""
     code = f"""
-import json, sys
-sys.path.insert(0, {str(HERE.parents[1])!r})
+import json
 from papa_core.session import SessionStore
 s = SessionStore({str(root)!r}).get("crash")
 print(json.dumps({{"version": s.version, "rounds": [[r.index, r.feedback, r.update is not None] for r in s.rounds],
                    "finite": all(bool(v.isfinite().all()) for v in s.lora_state.values())}}))
 """
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, f"the session did not load after a crash:\n{r.stderr[-3000:]}"
     return json.loads(r.stdout.strip().splitlines()[-1])
 
@@ -41,10 +40,10 @@ def test_sigkill_anywhere_loses_nothing_that_was_saved(tmp_path):
     kinds = []
     for run in range(RUNS):
         in_write = run % 2 == 1  # alternate: external kill at a random time / self-kill inside a write
-        cmd = [sys.executable, str(HERE / "crash_worker.py"), str(root), str(journal), "--seed", str(run)]
+        cmd = [sys.executable, "-m", "tests.reliability.crash_worker", str(root), str(journal), "--seed", str(run)]
         if in_write:
             cmd += ["--kill-in-write", str(rng.randint(1, 12))]
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         assert proc.stdout.readline().strip() == "READY", proc.stderr.read()[-2000:]
         if in_write:
             proc.wait(timeout=120)

@@ -28,17 +28,18 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import load_pack
+from papa_testkit.pack import load_pack
 
 pack = load_pack()
 from comfyui_papa.nodes import papa_nodes, protocol, routes, service  # noqa: E402
+from comfyui_papa.nodes.common import SessionRef  # noqa: E402
 from comfyui_papa.papa_core.errors import PapaError, SessionCorrupt, StorageError  # noqa: E402
 from comfyui_papa.papa_core.lora import LoraConfig, init_lora_state  # noqa: E402
 from comfyui_papa.papa_core.session import SessionStore  # noqa: E402
 
-from .helpers import call_routes, folder_hash, isolated_store  # noqa: E402
+from papa_testkit.pack import call_routes, folder_hash  # noqa: E402
 
-HERE = Path(__file__).resolve().parent
+ROOT = Path(__file__).resolve().parents[2]  # the workers run as modules from here
 ANSWER_KILLS = int(os.environ.get("PAPA_ANSWER_KILLS", "3"))  # the full count: PAPA_ANSWER_KILLS=20
 CFG = LoraConfig(rank=2, alpha=2.0)
 MODULES = {"down_blocks.0.attentions.0.to_q": (8, 8)}
@@ -51,9 +52,9 @@ sys.addaudithook(lambda event, args: _watch["on"] and event == "open" and args a
 
 
 @pytest.fixture
-def world(tmp_path, monkeypatch):
+def world(tmp_path, isolated_store):
     """Session 'good': round 0 answered and trained on (4 images), round 1 pending (3 images)."""
-    state = isolated_store(tmp_path, monkeypatch)
+    state = isolated_store
     store = state.store()
     s = store.create("good", "fp0", CFG, init_lora_state(MODULES, CFG), meta={"base_model": "sd15"})
     s.add_round(torch.randn(4, 4, 8, 8), {"c_crossattn": torch.randn(4, 77, 8)}, seeds=[1] * 4)
@@ -70,7 +71,7 @@ def world(tmp_path, monkeypatch):
 
 def fresh_store(w):
     """As after a restart: a new store that knows only the disk."""
-    w.state._store = None
+    w.state.reset_store()
     return w.state.store()
 
 
@@ -93,7 +94,7 @@ def _http(port: int, method: str, path: str, body=None):
 @pytest.mark.parametrize("attempt", range(ANSWER_KILLS))
 def test_an_acknowledged_answer_survives_a_kill_right_after_the_200(tmp_path, attempt):
     root = tmp_path / "sessions"
-    proc = subprocess.Popen([sys.executable, str(HERE / "answer_worker.py"), str(root)], stdout=subprocess.PIPE,
+    proc = subprocess.Popen([sys.executable, "-m", "tests.reliability.answer_worker", str(root)], cwd=ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     try:
         line = proc.stdout.readline().split()
@@ -308,7 +309,7 @@ def test_leftover_temporaries_are_cleaned_at_start_up_and_exports_are_readable_b
     mask = os.umask(0)
     os.umask(mask)
     fresh_store(world)
-    out = papa_nodes.PAPAExportLoRA().run(papa_nodes.SessionRef("good", CFG), "shared", "new version", "fp32")
+    out = papa_nodes.PAPAExportLoRA().run(SessionRef("good", CFG), "shared", "new version", "fp32")
     mode = stat.S_IMODE((loras / out["result"][0]).stat().st_mode)
     assert mode == 0o666 & ~mask, oct(mode)
     assert stat.S_IMODE(world.index.stat().st_mode) == 0o666 & ~mask

@@ -15,13 +15,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import load_pack
+from papa_testkit.pack import load_pack
 
 pack = load_pack()
 from comfyui_papa.nodes import protocol, routes, state  # noqa: E402
 from comfyui_papa.papa_core.lora import LoraConfig, init_lora_state  # noqa: E402
 
-from .helpers import call_routes, folder_hash  # noqa: E402
+from papa_testkit.pack import call_routes, folder_hash  # noqa: E402
 
 _opened: list[str] = []
 _watch = {"on": False}
@@ -36,9 +36,7 @@ sys.addaudithook(_audit)
 
 
 @pytest.fixture
-def root(tmp_path, monkeypatch):
-    monkeypatch.setenv("PAPA_SESSION_DIR", str(tmp_path / "sessions"))
-    monkeypatch.setattr(state, "_store", None)
+def root(tmp_path, isolated_store):
     cfg = LoraConfig(rank=2, alpha=2.0)
     s = state.store().create("good", "fp", cfg, init_lora_state({"a.to_q": (4, 4)}, cfg))
     s.add_round(torch.randn(3, 4, 2, 2), {}, seeds=[0, 0, 0])

@@ -11,14 +11,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
+ROOT = Path(__file__).resolve().parents[2]  # the workers run as modules from here
 ROUNDS = int(os.environ.get("PAPA_SOAK_ROUNDS", "12"))
 
 
 def test_soak_memory_handles_and_finiteness(tmp_path):
     warmup = max(4, min(10, ROUNDS // 2))  # short runs need half of them to get past allocator warm-up
-    r = subprocess.run([sys.executable, str(HERE / "soak.py"), "--rounds", str(ROUNDS), "--warmup", str(warmup),
-                        "--sampling-steps", "10", "--out", str(tmp_path / "soak.json")],
+    r = subprocess.run([sys.executable, "-m", "tests.reliability.soak", "--rounds", str(ROUNDS), "--warmup", str(warmup),
+                        "--sampling-steps", "10", "--out", str(tmp_path / "soak.json")], cwd=ROOT,
                        capture_output=True, text=True, timeout=3600)
     line = [ln for ln in r.stdout.splitlines() if ln.startswith("SOAK ")]
     assert r.returncode == 0 and line, r.stderr[-3000:]

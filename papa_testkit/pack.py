@@ -1,10 +1,29 @@
-"""Shared by the reliability tests: hashing a session folder, calling the pack's routes over HTTP."""
+"""The node pack as ComfyUI loads it, with its session store in a folder of the test's own, its routes
+called over HTTP, and a session folder's fingerprint."""
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import importlib.util
 import json
+import sys
+import types
 from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PACK = "comfyui_papa"  # the package name the repository is imported under (ComfyUI uses the folder's)
+
+
+def load_pack() -> types.ModuleType:
+    """Import the repository as the ComfyUI node pack (package ``comfyui_papa``), as ComfyUI does: from
+    its folder's ``__init__.py``, so the pack's relative imports resolve inside it."""
+    if PACK in sys.modules:
+        return sys.modules[PACK]
+    spec = importlib.util.spec_from_file_location(PACK, ROOT / "__init__.py", submodule_search_locations=[str(ROOT)])
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[PACK] = mod
+    spec.loader.exec_module(mod)
+    return mod
 
 
 def folder_hash(folder: Path) -> str:
@@ -47,16 +66,13 @@ def call_routes(routes_module, requests, timeout: float = 120):
     return asyncio.run(go())
 
 
-def isolated_store(tmp_path: Path, monkeypatch):
+def isolated_store(tmp_path: Path, monkeypatch) -> types.ModuleType:
     """Point the pack's one session store at ``tmp_path/sessions`` (and ComfyUI's loras folder at
     ``tmp_path/loras``) for one test; returns the pack's ``state`` module."""
-    import sys
-    import types
-
+    load_pack()
     from comfyui_papa.nodes import state
 
-    monkeypatch.setenv("PAPA_SESSION_DIR", str(tmp_path / "sessions"))
-    monkeypatch.setattr(state, "_store", None)
+    monkeypatch.setenv("PAPA_SESSION_DIR", str(tmp_path / "sessions"))  # the store follows it
     fp = types.ModuleType("folder_paths")
     fp.get_folder_paths = lambda kind: [str(tmp_path / "loras")]
     monkeypatch.setitem(sys.modules, "folder_paths", fp)

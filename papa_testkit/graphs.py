@@ -37,9 +37,9 @@ def record(images, sess, feedback: str, timeout_s: int = 60) -> dict:
 
 
 def update(model, sess, steps: int = 2, timesteps: int = 4, **kw) -> dict:
-    inputs = {"model": model, "session": sess, "preset": "default", "algorithm": "EPAPA", "k": 400, "lr": 0.0,
-              "steps": steps, "timesteps_per_image": timesteps, "pref_coef": -1.0, "model_coef": -1.0,
-              "gradient_checkpointing": False, "pairs_per_pass": 8}
+    """PAPA Update as an API prompt writes it: the preset's values for every advanced input left out."""
+    inputs = {"model": model, "session": sess, "preset": "default", "algorithm": "EPAPA", "steps": steps,
+              "timesteps_per_image": timesteps, "pairs_per_pass": 8}
     inputs.update(kw)
     return {"class_type": "PAPA_Update", "inputs": inputs}
 
