@@ -22,6 +22,8 @@ from papa_core.digits.loop import LoopConfig, checkpoint_dicts, run_loop  # noqa
 from papa_core.plotting import line_plot  # noqa: E402
 from papa_core.session import SessionStore  # noqa: E402
 
+from .results import ResultsFile, mean_sd  # noqa: E402
+
 METHODS = ("default", "reference", "epapa", "liked_only", "dpo")
 
 
@@ -38,14 +40,6 @@ def run_one(method: str, seed: int, rounds: int, checkpoints: tuple[int, ...], t
             "device": torch.cuda.get_device_name(0) if device == "cuda" else f"CPU ({os.cpu_count()} cores)",
             "wall_seconds": time.perf_counter() - t0, "update_config": world.update_config.to_dict(),
             "checkpoints": checkpoint_dicts(history)}
-
-
-def mean_sd(values: list[float]) -> str:
-    if not values:
-        return "–"
-    if len(values) == 1:
-        return f"{values[0]:.3f}"
-    return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}"
 
 
 def summarise(results: list[dict], out: Path, task: str) -> str:
@@ -95,24 +89,20 @@ def main() -> None:
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     a = p.parse_args()
     out = Path(a.out)
-    out.mkdir(parents=True, exist_ok=True)
-    res_file = out / "results.json"
-    results = json.loads(res_file.read_text()) if res_file.exists() else []
-    done = {(r["method"], r["seed"], r["task"], r["rounds"]) for r in results}
+    store = ResultsFile(out, ("method", "seed", "task", "rounds"))
     runs = [(m, m, {}) for m in a.methods] + [(n, p_, json.loads(j)) for n, p_, j in a.variant]
     for m, preset, overrides in runs:
         for s in a.seeds:
-            if (m, s, a.task, a.rounds) in done:
+            if store.done(method=m, seed=s, task=a.task, rounds=a.rounds):
                 continue
             r = run_one(m, s, a.rounds, tuple(c for c in a.checkpoints if c <= a.rounds), a.task, a.eval_size,
                         a.device, preset, overrides)
-            results.append(r)
-            res_file.write_text(json.dumps(results, indent=1))
+            store.add(r)
             last = r["checkpoints"][-1]
             print(f"{m} seed {s}: preferred {r['checkpoints'][0]['preferred']:.3f} -> {last['preferred']:.3f}, "
                   f"confident {last['confident']:.3f}, nearest-real {last['nearest_real']:.3f}, "
                   f"{r['wall_seconds']:.0f}s", flush=True)
-    text = summarise(results, out, a.task)
+    text = summarise(store.results, out, a.task)
     (out / f"summary_{a.task}.md").write_text(text + "\n")
     print(text)
 

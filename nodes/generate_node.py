@@ -1,6 +1,7 @@
 """PAPA Generate Batch: ComfyUI's own sampler with the session's LoRA; the batch becomes the pending round."""
 from __future__ import annotations
 
+from ..papa_core.selection import DEFAULT_STRATEGY, STRATEGIES
 from ..papa_core.summary import summarize
 from .common import CATEGORY, SESSION, preview_images
 from .loop import Sampling, generate_batch
@@ -42,6 +43,13 @@ class PAPAGenerateBatch:
             "scheduler": (comfy.samplers.KSampler.SCHEDULERS, {"tooltip": "Noise schedule, as in KSampler."}),
             "width": ("INT", {"default": 512, "min": 16, "max": 8192, "step": 8, "tooltip": "Image width (px)."}),
             "height": ("INT", {"default": 512, "min": 16, "max": 8192, "step": 8, "tooltip": "Image height (px)."}),
+        }, "optional": {
+            "pool_size": ("INT", {"default": 0, "min": 0, "max": MAX_BATCH, "advanced": True, "tooltip": "Candidates "
+                          "to sample, of which batch_size are shown (0 or ≤ batch_size: no pool). Sampling costs "
+                          "GPU seconds; your clicks are what is scarce."}),
+            "selection": (list(STRATEGIES), {"default": DEFAULT_STRATEGY, "advanced": True, "tooltip": "Which candidates "
+                          "to show: random; diverse (cover the pool, no near-duplicates); uncertain (those your "
+                          "answers so far leave undecided); mixed (diverse first, then half uncertain)."}),
         }}
 
     @classmethod
@@ -49,11 +57,11 @@ class PAPAGenerateBatch:
         return float("nan")  # the session's LoRA changes between runs, which a link value cannot show
 
     def run(self, model, positive, negative, vae, session, batch_size, seed, steps, cfg, sampler_name, scheduler,
-            width, height):
-        sess, r, latent, again = generate_batch(model, positive, negative, session, Sampling(
-            batch_size, seed, steps, cfg, sampler_name, scheduler, width, height))
+            width, height, pool_size=0, selection=DEFAULT_STRATEGY):
+        sess, r, latent, cost = generate_batch(model, positive, negative, session, Sampling(
+            batch_size, seed, steps, cfg, sampler_name, scheduler, width, height, pool_size, selection))
         images = vae.decode(latent["samples"])
         if images.ndim == 5:  # some VAEs return [B, T, H, W, C]
             images = images.reshape(-1, *images.shape[-3:])
-        info = dict(summarize(sess), round=r.index, batch=r.batch_id, shown_again=again)
+        info = dict(summarize(sess), round=r.index, batch=r.batch_id, shown=r.batch_size, **cost)
         return {"ui": {"images": preview_images(images, "papa"), "papa": [info]}, "result": (images, latent)}

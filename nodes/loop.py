@@ -6,6 +6,7 @@ declare inputs. ComfyUI modules are imported inside the functions (the module im
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from typing import Optional
 
@@ -15,6 +16,7 @@ from ..papa_core.errors import PapaError
 from ..papa_core.lora_io import export_lora
 from ..papa_core.memory import PassSizer
 from ..papa_core.objective import EPAPA_K
+from ..papa_core.selection import STRATEGIES, select_for
 from ..papa_core.session import Round, Session
 from ..papa_core.summary import summarize
 from ..papa_core.update import UPDATE_PRESETS, UpdateConfig, update, update_preset
@@ -39,49 +41,62 @@ class Sampling:
     scheduler: str
     width: int
     height: int
+    pool_size: int = 0  # candidates sampled, of which batch_size are shown (0: just the batch)
+    selection: str = "random"  # how they are chosen (papa_core.selection.STRATEGIES)
 
 
-def generate_batch(model, positive, negative, ref: SessionRef, s: Sampling) -> tuple[Session, Round, dict, bool]:
+def generate_batch(model, positive, negative, ref: SessionRef, s: Sampling) -> tuple[Session, Round, dict, dict]:
     """The session's pending batch: sampled now with ComfyUI's own sampler on a clone carrying the
-    session's LoRA, or — while the last batch still waits for its answer — that batch again.
+    session's LoRA (with ``pool_size``: the ``batch_size`` of a larger pool that ``selection`` picks),
+    or — while the last batch still waits for its answer — that batch again.
 
-    Returns (session, its pending round, the LATENT, shown again?).
+    Returns (session, its pending round, the LATENT of the images shown, what it cost: candidates
+    sampled, seconds, shown again?).
     """
     from .comfy_model import inspect_model
 
-    if not 1 <= s.batch_size <= MAX_BATCH:
-        raise PapaError(f"batch_size must be 1..{MAX_BATCH}")
+    if not 1 <= s.batch_size <= MAX_BATCH or not 0 <= s.pool_size <= MAX_BATCH:
+        raise PapaError(f"batch_size must be 1..{MAX_BATCH}, and pool_size 0..{MAX_BATCH} (0: no pool)")
+    if s.selection not in STRATEGIES:
+        raise PapaError(f"selection must be one of {', '.join(STRATEGIES)}")
     info = inspect_model(model)
     sess = open_session(ref, model, info)
     r = sess.pending_round
     if r is not None:  # nothing re-generates a batch that still waits for its answer: show it again
         log.info("PAPA: round %d of %s still waits for its answer; showing that batch again instead of sampling "
                  "(PAPA Undo / Reset 'discard pending batch' drops it)", r.index, sess.name)
-        return sess, r, {"samples": model.model.process_latent_out(r.x0.clone())}, True
-    latent = _sample(model, positive, negative, sess, info, s)
-    return sess, sess.pending_round, latent, False
+        return sess, r, {"samples": model.model.process_latent_out(r.x0.clone())}, {"shown_again": True}
+    t0 = time.perf_counter()
+    latent, candidates = _sample(model, positive, negative, sess, info, s)
+    return sess, sess.pending_round, latent, {"shown_again": False, "candidates": candidates,
+                                              "sample_seconds": round(time.perf_counter() - t0, 2)}
 
 
-def _sample(model, positive, negative, sess: Session, info, s: Sampling) -> dict:
-    """ComfyUI's own sampler on a clone carrying the session's LoRA; the batch becomes the pending round."""
+def _sample(model, positive, negative, sess: Session, info, s: Sampling) -> tuple[dict, int]:
+    """ComfyUI's own sampler on a clone carrying the session's LoRA; the images shown (all, or those
+    picked from the pool) become the pending round, the rest are dropped. Returns (LATENT, candidates)."""
     import nodes as comfy_nodes
 
     from .comfy_lora import with_lora
     from .comfy_model import conditioning_tensors, empty_latent
 
     sampling_model = with_lora(model, sess.lora_state, sess.lora_config, info)
-    latent = {"samples": empty_latent(model, s.batch_size, s.width, s.height)}
+    n = max(s.pool_size, s.batch_size)
     (out,) = comfy_nodes.common_ksampler(sampling_model, s.seed, s.steps, s.cfg, s.sampler_name, s.scheduler,
-                                         positive, negative, latent)
+                                         positive, negative, {"samples": empty_latent(model, n, s.width, s.height)})
     with torch.inference_mode(False):
         x0 = model.model.process_latent_in(out["samples"].clone().float()).clone()
-        cond = {k: v.clone() for k, v in conditioning_tensors(model, positive, out["samples"]).items()}
+        picks = list(range(n)) if n == s.batch_size else select_for(
+            sess, x0, s.batch_size, s.selection, torch.Generator().manual_seed(int(s.seed) % 2**63))
+        x0, samples = x0[picks], out["samples"][picks]
+        cond = {k: v.clone() for k, v in conditioning_tensors(model, positive, samples).items()}
         with state.store().locked(sess.name):
             sess.add_round(x0, cond, seeds=[int(s.seed)] * s.batch_size, meta={
-                "batch_index": list(range(s.batch_size)), "steps": s.steps, "cfg": s.cfg, "sampler": s.sampler_name,
-                "scheduler": s.scheduler, "width": s.width, "height": s.height, "lora_version": sess.version})
+                "batch_index": picks, "steps": s.steps, "cfg": s.cfg, "sampler": s.sampler_name,
+                "scheduler": s.scheduler, "width": s.width, "height": s.height, "lora_version": sess.version,
+                "candidates": n, "selection": s.selection if n > s.batch_size else "none"})
             state.store().save(sess)
-    return {"samples": out["samples"]}
+    return {"samples": samples}, n
 
 
 UPDATE_PRESET_NAMES = ("default", "reference", "liked_only", "dpo")  # the presets PAPA Update offers

@@ -18,6 +18,7 @@ from .errors import FeedbackError, PapaError
 from .feedback import parse_feedback
 from .lora_io import export_lora
 from .plotting import image_grid, line_plot
+from .selection import DEFAULT_STRATEGY, STRATEGIES
 from .session import SessionStore
 
 
@@ -31,6 +32,10 @@ def build_parser(sub=None) -> argparse.ArgumentParser:
                    help="simulated preference: digits 1/4/7/9, or bold strokes")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="outputs/demo", help="output folder (default outputs/demo)")
+    p.add_argument("--select", nargs="?", const=DEFAULT_STRATEGY, choices=STRATEGIES, default=None,
+                   help=f"show the batch chosen from a pool of candidates by this strategy (alone: {DEFAULT_STRATEGY}, "
+                   "the best measured); without it, each round shows a plain batch")
+    p.add_argument("--pool", type=int, default=None, help="candidates per round with --select (default 3 × batch)")
     p.add_argument("--interactive", action="store_true",
                    help="you rate each round in the terminal instead of the simulated user")
     return p
@@ -44,8 +49,11 @@ def run(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     if args.rounds < 1 or args.batch_size < 1 or args.eval_size < 1:
         raise PapaError("--rounds, --batch-size and --eval-size must be at least 1")
+    pool = 0 if args.select is None else (args.pool or 3 * args.batch_size)
+    if args.select is not None and pool < args.batch_size:
+        raise PapaError(f"--pool {pool} is smaller than the batch ({args.batch_size}): give at least the batch size")
     cfg = LoopConfig(rounds=args.rounds, batch_size=args.batch_size, eval_size=args.eval_size, preset=args.preset,
-                     task=args.task, seed=args.seed)
+                     task=args.task, seed=args.seed, pool_size=pool, selection=args.select or "random")
     store = SessionStore(out / "sessions")
     try:
         from tqdm import tqdm

@@ -57,6 +57,25 @@ def test_demo_command_writes_everything(tmp_path):
     assert (out / "sessions" / "demo-classes-0" / "session.json").exists()
 
 
+def test_demo_with_selection_shows_the_picked_candidates_only(tmp_path):
+    """``demo --select``: each round samples a pool and records only the images shown (their own seeds)."""
+    import subprocess
+    import sys
+
+    from papa_core.session import SessionStore
+
+    out = tmp_path / "demo"
+    proc = subprocess.run([sys.executable, "-m", "papa_core", "demo", "--rounds", "2", "--eval-size", "8", "--batch-size",
+                           "4", "--select", "--pool", "12", "--out", str(out)], capture_output=True, text=True,
+                          cwd=str(ROOT), timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert re.fullmatch(r"preferred \d+% -> \d+% after 8 labels", proc.stdout.strip().splitlines()[-1])
+    s = SessionStore(out / "sessions").get("demo-classes-0")
+    for r, rnd in enumerate(s.rounds):
+        pool_seeds = set(range(r * 1000, r * 1000 + 12))  # the loop's seeds of round r (demo seed 0)
+        assert rnd.batch_size == 4 and len(set(rnd.seeds)) == 4 and set(rnd.seeds) <= pool_seeds
+
+
 def test_loop_refuses_a_session_of_another_model_and_says_which_folder(tmp_path):
     """A demo folder left by another digits model is not overwritten; the error names it and --out."""
     import pytest

@@ -19,6 +19,7 @@ export function statusText(s) {
   const u = s.last_update;
   if (u?.peak_gib !== null && u?.peak_gib !== undefined) parts.push(`peak ${u.peak_gib} GiB`);
   if (u?.oom_retries) parts.push(`out of memory ${u.oom_retries}× (retried smaller)`);
+  if (s.candidates > s.shown) parts.push(`shown ${s.shown} of ${s.candidates} sampled in ${s.sample_seconds} s`);
   if (s.exported) parts.push(`saved ${s.exported}`);
   return parts.join(" · ");
 }

@@ -16,6 +16,7 @@ from ..errors import SessionMismatch
 from ..lora import LoraConfig
 from ..sampling import sample
 from ..schedule import DiffusionSchedule
+from ..selection import select_for
 from ..session import Session, SessionStore
 from ..update import UpdateConfig, update, update_preset
 from .metrics import classify, ink_mass, nearest_real_distance, normalised_entropy
@@ -44,6 +45,8 @@ class LoopConfig:
         lora_rank, lora_alpha, lora_targets: the adapter.
         seed: everything random derives from it.
         update_overrides: fields replaced in the update preset (e.g. {"lr": 3e-3}).
+        pool_size: candidates generated per round, of which ``batch_size`` are shown (0: just the batch).
+        selection: how the shown ones are chosen from the pool (``selection.STRATEGIES``).
     """
 
     rounds: int = 20
@@ -61,6 +64,8 @@ class LoopConfig:
     update_overrides: dict = field(default_factory=dict)
     eval_rounds: Optional[tuple[int, ...]] = None  # evaluate after exactly these rounds (overrides eval_every)
     device: str = "cpu"
+    pool_size: int = 0
+    selection: str = "random"
 
     def evaluates_after(self, r: int) -> bool:
         if self.eval_rounds is not None:
@@ -88,6 +93,7 @@ class DigitsWorld:
 
     def __init__(self, cfg: LoopConfig) -> None:
         self.cfg = cfg
+        self.query_seconds = 0.0  # generating (and choosing) the images shown, all rounds together
         device = torch.device(cfg.device)
         self.device = device
         self.schedule = DiffusionSchedule.linear(SCHEDULE_CONFIG["num_train_timesteps"], SCHEDULE_CONFIG["beta_start"],
@@ -117,6 +123,20 @@ class DigitsWorld:
                           torch.Generator(noise.device).manual_seed(int(noise[0, 0, 0, 0].abs() * 1e6)),
                           eps_fn_low=(lambda x, t: d.eps(x, t, {}, lora=False)) if self.switch_k else None,
                           switch_k=self.switch_k)
+
+    def query(self, session: Session, r: int) -> tuple[list[int], torch.Tensor]:
+        """Round ``r``'s images to show and their seeds: the batch itself, or (``pool_size``) the
+        ``batch_size`` that ``selection`` picks from a pool of candidates."""
+        cfg = self.cfg
+        n = max(cfg.pool_size, cfg.batch_size)
+        seeds = [cfg.seed * 1_000_000 + r * 1000 + i for i in range(n)]
+        t0 = time.perf_counter()
+        imgs = self.generate(self.noise_for(seeds))
+        if n > cfg.batch_size:
+            picks = select_for(session, imgs, cfg.batch_size, cfg.selection, torch.Generator().manual_seed(seeds[0]))
+            seeds, imgs = [seeds[i] for i in picks], imgs[picks]
+        self.query_seconds += time.perf_counter() - t0
+        return seeds, imgs
 
     def noise_for(self, seeds: list[int]) -> torch.Tensor:
         """Each image's starting noise comes from its own seed, so one image can be regenerated alone."""
@@ -163,8 +183,7 @@ def run_loop(cfg: LoopConfig, store: SessionStore, session_name: str, feedback_f
     round_seconds: list[float] = []
     round_timesteps: list[int] = []
     for r in range(cfg.rounds):
-        seeds = [cfg.seed * 1_000_000 + r * 1000 + i for i in range(cfg.batch_size)]
-        imgs = world.generate(world.noise_for(seeds))
+        seeds, imgs = world.query(session, r)
         session.add_round(imgs, {}, seeds, meta={"sampling_steps": cfg.sampling_steps, "eta": cfg.eta})
         fb = feedback_fn(imgs, r)
         session.record_feedback(fb)

@@ -282,3 +282,31 @@ def test_update_reruns_exactly_when_new_feedback_arrived(comfy):
     assert after["status"]["status_str"] == "success", error_message(after)
     assert "upd" not in cached_nodes(after) and "exp" not in cached_nodes(after)
     assert session_summary(comfy, "cache1")["summary"]["updates"] == 1
+
+
+def test_a_pool_of_candidates_records_only_the_images_shown(comfy):
+    """Generate Batch with a pool: 6 candidates sampled, the 2 that ``diverse`` picks are shown, recorded and
+    answered; the node reports what the pool cost. The shown images are the pool's own (same seed, batch
+    index), not a re-sample."""
+    g = graphs.base()
+    g.update({"sess": graphs.session("pool1"),
+              "gen": graphs.generate(["ckpt", 0], ["sess", 0], seed=5, batch=2),
+              "rec": graphs.record(["gen", 0], ["sess", 0], "+ -"),
+              "lat": graphs.save_latent(["gen", 1], "pool1")})
+    g["gen"]["inputs"].update(pool_size=6, selection="diverse")
+    e = comfy.run(g)
+    assert e["status"]["status_str"] == "success", error_message(e)
+    [info] = e["outputs"]["gen"]["papa"]
+    assert (info["shown"], info["candidates"]) == (2, 6) and info["sample_seconds"] > 0
+    shown = latent_of(comfy, e, "lat")
+    assert shown.shape[0] == 2
+    s = session_summary(comfy, "pool1")
+    assert s["summary"]["likes"] == 1 and s["summary"]["dislikes"] == 1
+    # the same 6 candidates without a pool: the shown two are among them, bit for bit
+    g2 = graphs.base()
+    g2.update({"sess": graphs.session("pool2"), "gen": graphs.generate(["ckpt", 0], ["sess", 0], seed=5, batch=6),
+               "rec": graphs.record(["gen", 0], ["sess", 0], "0 0 0 0 0 0"), "lat": graphs.save_latent(["gen", 1], "pool2")})
+    e2 = comfy.run(g2)
+    assert e2["status"]["status_str"] == "success", error_message(e2)
+    pool = latent_of(comfy, e2, "lat")
+    assert all(any(bool((x == p).all()) for p in pool) for x in shown)
