@@ -25,8 +25,7 @@ import uuid
 from pathlib import Path
 
 from .graphs import CKPT
-
-REPO = Path(__file__).resolve().parents[1]
+from .pack import ROOT as REPO
 HERE = Path(__file__).resolve().parent
 
 

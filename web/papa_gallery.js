@@ -15,7 +15,7 @@ import { api } from "../../scripts/api.js";
 
 const PROTOCOL_PATH = "/papa/v1/protocol";
 let protoPromise = null;
-function loadProtocol() {
+export function loadProtocol() { // one fetch per page: papa_status.js uses it too
   protoPromise ??= api.fetchApi(PROTOCOL_PATH).then((r) => r.json()).then((p) => (proto = p));
   return protoPromise;
 }

@@ -5,10 +5,9 @@
 // Node names, events and preset values come from the server (GET /papa/v1/protocol): nodes/protocol.py.
 import { app } from "../../scripts/app.js";
 import { api } from "../../scripts/api.js";
+import { loadProtocol } from "./papa_gallery.js";
 
 const shown = new Set(); // nodes that have drawn a status
-let protoPromise = null;
-const loadProtocol = () => (protoPromise ??= api.fetchApi("/papa/v1/protocol").then((r) => r.json()));
 
 export function statusText(s) {
   if (!s) return "";
