@@ -28,9 +28,10 @@ METHODS = ("default", "reference", "epapa", "liked_only", "dpo")
 
 
 def run_one(method: str, seed: int, rounds: int, checkpoints: tuple[int, ...], task: str, eval_size: int,
-            device: str, preset: str, overrides: dict) -> dict:
+            device: str, preset: str, overrides: dict, label_noise: float = 0.0, skip_unsure: float = 0.0) -> dict:
     cfg = LoopConfig(rounds=rounds, preset=preset, seed=seed, task=task, eval_size=eval_size,
-                     eval_rounds=checkpoints, device=device, update_overrides=overrides)
+                     eval_rounds=checkpoints, device=device, update_overrides=overrides,
+                     label_noise=label_noise, skip_unsure=skip_unsure)
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         history, session, world = run_loop(cfg, SessionStore(tmp), f"bench-{method}-{seed}")
@@ -39,7 +40,11 @@ def run_one(method: str, seed: int, rounds: int, checkpoints: tuple[int, ...], t
     return {"method": method, "seed": seed, "task": task, "rounds": rounds, "eval_size": eval_size,
             "device": torch.cuda.get_device_name(0) if device == "cuda" else f"CPU ({os.cpu_count()} cores)",
             "wall_seconds": time.perf_counter() - t0, "update_config": world.update_config.to_dict(),
-            "checkpoints": checkpoint_dicts(history)}
+            "label_noise": label_noise, "skip_unsure": skip_unsure,
+            "checkpoints": checkpoint_dicts(history), "rounds_trace": [
+                {"round": r.index + 1, "likes": sum(v > 0 for v in r.feedback), "dislikes": sum(v < 0 for v in r.feedback),
+                 "change": (r.update or {}).get("change"), "step_scale": (r.update or {}).get("step_scale")}
+                for r in session.rounds]}
 
 
 def summarise(results: list[dict], out: Path, task: str) -> str:
@@ -87,16 +92,20 @@ def main() -> None:
     p.add_argument("--eval-size", type=int, default=128)
     p.add_argument("--out", default="docs/benchmarks/alignment")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--label-noise", type=float, default=0.0, help="share of the simulated person's answers flipped")
+    p.add_argument("--skip-unsure", type=float, default=0.0,
+                   help="the simulated person answers 0 (neutral) where |score| is below this")
+    p.add_argument("--suffix", default="", help="appended to every method's name (e.g. _flip10 for a noisy person)")
     a = p.parse_args()
     out = Path(a.out)
     store = ResultsFile(out, ("method", "seed", "task", "rounds"))
-    runs = [(m, m, {}) for m in a.methods] + [(n, p_, json.loads(j)) for n, p_, j in a.variant]
+    runs = [(m + a.suffix, m, {}) for m in a.methods] + [(n + a.suffix, p_, json.loads(j)) for n, p_, j in a.variant]
     for m, preset, overrides in runs:
         for s in a.seeds:
             if store.done(method=m, seed=s, task=a.task, rounds=a.rounds):
                 continue
             r = run_one(m, s, a.rounds, tuple(c for c in a.checkpoints if c <= a.rounds), a.task, a.eval_size,
-                        a.device, preset, overrides)
+                        a.device, preset, overrides, a.label_noise, a.skip_unsure)
             store.add(r)
             last = r["checkpoints"][-1]
             print(f"{m} seed {s}: preferred {r['checkpoints'][0]['preferred']:.3f} -> {last['preferred']:.3f}, "

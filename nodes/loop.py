@@ -19,6 +19,7 @@ from ..papa_core.objective import EPAPA_K
 from ..papa_core.selection import STRATEGIES, select_for
 from ..papa_core.session import Round, Session
 from ..papa_core.summary import summarize
+from ..papa_core.trust_region import STRENGTHS
 from ..papa_core.update import UPDATE_PRESETS, UpdateConfig, update, update_preset
 from . import state
 from .common import SessionRef
@@ -102,23 +103,33 @@ def _sample(model, positive, negative, sess: Session, info, s: Sampling) -> tupl
 UPDATE_PRESET_NAMES = ("default", "reference", "liked_only", "dpo")  # the presets PAPA Update offers
 ALGORITHMS = ("EPAPA", "PAPA")
 EXPERT_INPUTS = ("k", "lr", "steps", "timesteps_per_image", "pref_coef", "model_coef")
+RAW_LR = "lr only"  # the learning-strength choice without the trust region: the raw lr step
+STRENGTH_CHOICES = (*STRENGTHS, RAW_LR)
+
+
+def strength_name(value: Optional[float]) -> str:
+    """The learning-strength choice a preset's ``strength`` is (``RAW_LR`` for None)."""
+    return next((name for name, v in STRENGTHS.items() if v == value), RAW_LR)
 
 
 def expert_values(preset: str) -> dict:
     """The values PAPA Update's expert inputs hold for ``preset`` (what the node shows when it is picked).
     ``steps`` 0 is the reference's one step per image; ``k`` is EPAPA's threshold, used with EPAPA."""
     c = UPDATE_PRESETS[preset]
-    return {"k": c.objective.k or EPAPA_K, "lr": c.lr, "steps": c.steps or 0,
-            "timesteps_per_image": c.objective.timesteps_per_image, "pref_coef": c.objective.pref_coef,
-            "model_coef": c.objective.model_coef}
+    return {"learning_strength": strength_name(c.strength), "k": c.objective.k or EPAPA_K, "lr": c.lr,
+            "steps": c.steps or 0, "timesteps_per_image": c.objective.timesteps_per_image,
+            "pref_coef": c.objective.pref_coef, "model_coef": c.objective.model_coef}
 
 
-def update_config(preset: str, algorithm: str, pairs_per_pass: int, **expert) -> UpdateConfig:
-    """PAPA Update's inputs → an UpdateConfig: the preset, with the expert inputs given replacing its values."""
+def update_config(preset: str, algorithm: str, pairs_per_pass: int, learning_strength: Optional[str] = None,
+                  **expert) -> UpdateConfig:
+    """PAPA Update's inputs → an UpdateConfig: the preset, with the inputs given replacing its values."""
     if preset not in UPDATE_PRESET_NAMES:
         raise PapaError(f"unknown preset {preset!r}: choose one of {', '.join(UPDATE_PRESET_NAMES)}")
     if algorithm not in ALGORITHMS:
         raise PapaError(f"algorithm must be PAPA or EPAPA, got {algorithm!r}")
+    if learning_strength is not None and learning_strength not in STRENGTH_CHOICES:
+        raise PapaError(f"learning_strength must be one of {', '.join(STRENGTH_CHOICES)}, got {learning_strength!r}")
     unknown = sorted(set(expert) - set(EXPERT_INPUTS))
     if unknown:
         raise PapaError(f"unknown inputs {unknown}; PAPA Update takes {', '.join(EXPERT_INPUTS)}")
@@ -126,7 +137,9 @@ def update_config(preset: str, algorithm: str, pairs_per_pass: int, **expert) ->
     obj = {"k": int(v["k"]) if algorithm == "EPAPA" else 0, "max_batch": int(pairs_per_pass),
            "timesteps_per_image": int(v["timesteps_per_image"]), "pref_coef": float(v["pref_coef"]),
            "model_coef": float(v["model_coef"])}
-    return update_preset(preset, objective=obj, lr=float(v["lr"]), steps=int(v["steps"]) or None)
+    strength = learning_strength or v["learning_strength"]
+    return update_preset(preset, objective=obj, lr=float(v["lr"]), steps=int(v["steps"]) or None,
+                         strength=STRENGTHS.get(strength))
 
 
 def update_lora(model, ref: SessionRef, cfg: UpdateConfig, memory: str, pairs_per_pass: int,
@@ -158,9 +171,10 @@ def update_lora(model, ref: SessionRef, cfg: UpdateConfig, memory: str, pairs_pe
                 stats = update(sess, den, cfg, progress=progress, memory=sizer)
                 state.store().save(sess)
         state.bump("lora")
-        log.info("PAPA update of %s: %d images, %d steps, loss %s, %.1f s, %d pairs per pass%s", sess.name,
-                 stats.images, stats.steps, [round(v, 4) for v in stats.loss], stats.seconds, stats.pairs_per_pass,
-                 "".join(f"; {note}" for note in stats.memory_notes))
+        moved = "" if stats.change is None else f", model moved {100 * stats.change:.1f}% (target {100 * stats.change_target:.1f}%)"
+        log.info("PAPA update of %s: %d images, %d steps, loss %s%s, %.1f s, %d pairs per pass%s", sess.name,
+                 stats.images, stats.steps, [round(v, 4) for v in stats.loss], moved, stats.seconds,
+                 stats.pairs_per_pass, "".join(f"; {note}" for note in stats.memory_notes))
     else:
         log.info("PAPA: session %s has no new feedback; the LoRA is unchanged", sess.name)
     summary = summarize(sess)

@@ -5,7 +5,8 @@ from ..papa_core.memory import DEFAULT_MAX_PAIRS, MEMORY_MODES
 from ..papa_core.summary import progress_image
 from . import state
 from .common import CATEGORY, SESSION, image_tensor
-from .loop import ALGORITHMS, UPDATE_PRESET_NAMES, expert_values, update_config, update_lora
+from ..papa_core.trust_region import STRENGTHS
+from .loop import ALGORITHMS, STRENGTH_CHOICES, UPDATE_PRESET_NAMES, expert_values, update_config, update_lora
 
 
 def _advanced(kind, tooltip: str, **opts) -> tuple:
@@ -39,8 +40,8 @@ class PAPAUpdate:
                           "on t ≥ k (the coarse, composition-level steps)."}),
         }, "optional": {
             "k": _advanced("INT", "EPAPA's threshold k (ignored by PAPA).", default=d["k"], min=0, max=999),
-            "lr": _advanced("FLOAT", "Learning rate. The default preset scales it by 20 / (20 + rounds already "
-                            "trained).", default=d["lr"], min=1e-6, max=1.0, step=1e-4, round=1e-6),
+            "lr": _advanced("FLOAT", "Learning rate of the optimizer's steps (with a learning strength, the step is "
+                            "then scaled to it). The default preset scales it by 20 / (20 + rounds already trained).", default=d["lr"], min=1e-6, max=1.0, step=1e-4, round=1e-6),
             "steps": _advanced("INT", "Optimizer steps per update (0: one per image, as the reference).",
                                default=d["steps"], min=0, max=1000),
             "timesteps_per_image": _advanced("INT", "Timesteps drawn per image and step (the reference's exact sum "
@@ -60,6 +61,11 @@ class PAPAUpdate:
             "gradient_checkpointing": _advanced("BOOLEAN", "Recompute activations in backward: less memory, slower "
                                                 "(the memory setting turns it on by itself when needed).",
                                                 default=False),
+            # last, so that workflows saved before it existed keep their widget values in place
+            "learning_strength": (list(STRENGTH_CHOICES), {"default": d["learning_strength"], "tooltip": (
+                "How far one update moves the model, measured as the relative change of its predicted noise on the "
+                f"round's own images ({', '.join(f'{n} {100 * v:g}%' for n, v in STRENGTHS.items())} at the first "
+                "update, less as rounds accumulate); the same on any model size. 'lr only': the raw lr step.")}),
         }}
 
     @classmethod

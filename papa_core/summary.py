@@ -37,9 +37,13 @@ def summarize(session: Session) -> dict:
 
 
 def _update_brief(stats: dict) -> dict:
-    """The last update's cost: passes, memory (peak in GiB where measured), out-of-memory retries, time."""
+    """The last update's size and cost: the relative change of the predictions (ρ) and its target, passes,
+    memory (peak in GiB where measured), out-of-memory retries, time."""
     peak = stats.get("peak_bytes")
-    return {"seconds": round(float(stats.get("seconds", 0.0)), 2), "pairs_per_pass": stats.get("pairs_per_pass"),
+    change, target = stats.get("change"), stats.get("change_target")
+    return {"change": None if change is None else round(float(change), 4),
+            "change_target": None if target is None else round(float(target), 4),
+            "seconds": round(float(stats.get("seconds", 0.0)), 2), "pairs_per_pass": stats.get("pairs_per_pass"),
             "checkpointing": stats.get("checkpointing"), "oom_retries": stats.get("oom_retries", 0),
             "peak_gib": None if peak is None else round(peak / 2**30, 2), "notes": stats.get("memory_notes", [])}
 

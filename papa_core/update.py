@@ -21,6 +21,7 @@ from .memory import NoProbe, PassSizer, is_out_of_memory
 from .gradients import accumulate_gradients
 from .objective import OBJECTIVE_PRESETS, ObjectiveConfig, pick_preset, without_retired
 from .session import Round, Session, optimizer_state_from_tensors, optimizer_state_to_tensors
+from .trust_region import DEFAULT_STRENGTH, STRENGTHS, FittedStep, TrustRegion, fit_step, make_probe, relative_change
 
 OPTIMIZERS: dict[str, type] = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
 AUTOCAST = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -41,7 +42,11 @@ class UpdateConfig:
     Attributes:
         objective: the loss (``objective.ObjectiveConfig``).
         optimizer: ``adam`` or ``adamw``.
-        lr: learning rate of the LoRA parameters.
+        lr: learning rate of the LoRA parameters (with ``strength``, it only shapes the direction).
+        strength: the scale-free step (``trust_region``): the relative change of the predicted noise
+            ρ an update makes on its own images, at the first round (decaying like the lr with
+            ``lr_decay_rounds``); the optimizer's displacement is scaled to it. None = the raw lr step.
+            ``trust_region.STRENGTHS`` names gentle / normal / strong.
         steps: optimizer steps per update; None = one pass over the images (with ``images_per_step``).
         images_per_step: images per optimizer step, drawn from the new round plus replay (None = all of
             them every step). Bounds the cost of a round as the replayed history grows.
@@ -71,6 +76,7 @@ class UpdateConfig:
     grad_clip: Optional[float] = 1.0
     autocast: str = "auto"
     seed: int = 0
+    strength: Optional[float] = None
 
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZERS:
@@ -92,6 +98,9 @@ class UpdateConfig:
             raise PapaError(f"lr_decay_rounds must be an integer ≥ 0 (0 = constant lr), got {self.lr_decay_rounds!r}")
         if self.grad_clip is not None and not self.grad_clip > 0:
             raise PapaError(f"grad_clip must be positive or None, got {self.grad_clip!r}")
+        if self.strength is not None and not (isinstance(self.strength, (int, float)) and 0 < self.strength <= 1):
+            raise PapaError(f"strength must be a relative change in (0, 1] (normal: {STRENGTHS[DEFAULT_STRENGTH]}) "
+                            f"or None for the raw lr step, got {self.strength!r}")
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -121,9 +130,10 @@ UPDATE_PRESETS: dict[str, UpdateConfig] = {
     # timesteps each, replay), at the constant lr they were measured with.
     "liked_only": UpdateConfig(objective=OBJECTIVE_PRESETS["liked_only"], lr_decay_rounds=0),
     "dpo": UpdateConfig(objective=OBJECTIVE_PRESETS["dpo"], lr_decay_rounds=0),
-    # The project's default (docs/benchmarks.md §3.2–3.4): lr 5e-3 decaying as 20 / (20 + rounds
-    # trained), which stops the fall-back after round 10 that a constant lr showed.
-    "default": UpdateConfig(),
+    # The project's default (docs/benchmarks.md §3.2–3.4, §7): the optimizer's steps (AdamW, lr 5e-3)
+    # give the direction, the trust region the size: a "normal" relative change of ε̂ per update,
+    # decaying as 20 / (20 + rounds trained), the same at every model size.
+    "default": UpdateConfig(strength=STRENGTHS[DEFAULT_STRENGTH]),
 }
 
 
@@ -154,6 +164,9 @@ class UpdateStats:
     oom_retries: int = 0  # steps retried with a smaller pass after running out of memory
     peak_bytes: Optional[int] = None  # the device's peak during the update's passes (None: not measured)
     memory_notes: list = field(default_factory=list)
+    change: Optional[float] = None  # ρ, the relative change of ε̂ on the round's images (with ``strength``)
+    change_target: Optional[float] = None  # this round's τ
+    step_scale: Optional[float] = None  # s: the step taken / the optimizer's
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -221,10 +234,40 @@ def _stack(items: list[tuple[Round, int]]):
     return x0, cond, y
 
 
+def decay(config: UpdateConfig, session: Session) -> float:
+    """h / (h + n) for the session's next update: n updates done, h = ``lr_decay_rounds`` (0: 1)."""
+    h = config.lr_decay_rounds
+    return 1.0 if h == 0 else h / (h + session.update_count)
+
+
 def effective_lr(config: UpdateConfig, session: Session) -> float:
     """The learning rate of the session's next update (``lr_decay_rounds``)."""
-    h = config.lr_decay_rounds
-    return config.lr if h == 0 else config.lr * h / (h + session.update_count)
+    return config.lr * decay(config, session)
+
+
+def _probe(denoiser: Denoiser, config: UpdateConfig, session: Session, new_rounds: list[Round], chunk: int):
+    """The trust region's probe on the new rounds' labelled images (None without ``strength``)."""
+    if config.strength is None:
+        return None
+    region = TrustRegion()
+    items = [(r, i) for r in new_rounds for i, v in enumerate(r.feedback) if v != 0][:region.probe_images]
+    x0, cond, _ = _stack(items)
+    # its own generator: the training draws are the same with and without the trust region
+    g = torch.Generator().manual_seed(config.seed * 1_000_003 + session.version + 7)
+    return make_probe(denoiser, x0, cond, config.objective.k, region.probe_timesteps, g, chunk)
+
+
+def _fit_to_strength(denoiser: Denoiser, config: UpdateConfig, session: Session, probe, params: list,
+                     start: list[torch.Tensor], chunk: int) -> Optional[FittedStep]:
+    """Scale the update's displacement so that ρ meets this round's target (``trust_region``)."""
+    if probe is None:
+        return None
+    target = config.strength * decay(config, session)
+    fitted = fit_step(params, start, lambda: relative_change(denoiser, probe, chunk), target)
+    if not math.isfinite(fitted.change):
+        raise NonFiniteError("the fitted step made the predictions NaN or inf; the LoRA was restored to its state "
+                             "before this update. Lower the learning strength, or undo the last update")
+    return fitted
 
 
 def _cyclic_taker(m: int, shuffle: bool, g: torch.Generator) -> Callable[[int], list[int]]:
@@ -346,6 +389,8 @@ def update(session: Session, denoiser: Denoiser, config: UpdateConfig = UpdateCo
     choices = _step_choices(n, n_new, per_step, config.shuffle, g)
     autocast_dtype = resolve_autocast(config.autocast, denoiser.device)
 
+    probe = _probe(denoiser, config, session, new_rounds, sizer.pairs)
+    start = [p.detach().clone() for p in params] if probe is not None else []
     losses, norms = [], []
     timesteps = forwards = 0
     try:
@@ -373,6 +418,7 @@ def update(session: Session, denoiser: Denoiser, config: UpdateConfig = UpdateCo
             forwards += res.forward_passes
             if progress is not None:
                 progress(step + 1, steps, {"loss": res.loss, "grad_norm": float(norm)})
+        fitted = _fit_to_strength(denoiser, config, session, probe, params, start, sizer.pairs)
     except BaseException:
         denoiser.set_lora_state(session.lora_state)
         raise
@@ -380,7 +426,9 @@ def update(session: Session, denoiser: Denoiser, config: UpdateConfig = UpdateCo
                         timesteps=timesteps, forward_passes=forwards, seconds=time.perf_counter() - t_start,
                         lr=lr, objective=config.objective.loss, pairs_per_pass=sizer.pairs,
                         checkpointing=sizer.checkpointing, oom_retries=sizer.oom_retries,
-                        peak_bytes=sizer.peak_bytes, memory_notes=list(sizer.notes))
+                        peak_bytes=sizer.peak_bytes, memory_notes=list(sizer.notes),
+                        **({} if fitted is None else {"change": fitted.change, "change_target": fitted.target,
+                                                      "step_scale": fitted.scale}))
     session.apply_update(new_rounds, denoiser.get_lora_state(), optimizer_state_to_tensors(opt.state_dict()),
                          stats.to_dict())
     return stats

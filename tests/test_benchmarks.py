@@ -43,3 +43,17 @@ def test_unet_flops_orders_the_three_passes():
     assert len(nums) == 3, out.stdout
     no_grad, lora, full = nums
     assert 0 < no_grad < lora < full  # a backward costs more than a forward; all-weight grads more than LoRA's
+
+
+def test_transfer_benchmark_runs_and_the_default_moves_two_models_alike(tmp_path):
+    """The transfer benchmark end to end on the digits UNet and a toy-width SD1.5-shaped UNet: the last
+    line's form, and the default's held-out change per round within 1.5× across the two (the raw lr
+    step: 6× apart on this pair when it was written)."""
+    out = subprocess.run([sys.executable, "-m", "benchmarks.transfer", "--models", "digits", "tiny", "--rounds", "2",
+                          "--out", str(tmp_path)], capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert out.returncode == 0, out.stderr[-3000:]
+    last = out.stdout.strip().splitlines()[-1]
+    m = re.fullmatch(r"transfer spread (\d+\.\d\d) \(old default (\d+\.\d\d)\)", last)
+    assert m, last
+    assert float(m.group(1)) <= 1.5 < float(m.group(2)), last
+    assert (tmp_path / "results.json").exists() and (tmp_path / "summary.md").exists()

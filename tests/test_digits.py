@@ -1,5 +1,7 @@
 """The embedded default: committed models meet their bar, and a short online loop aligns."""
+import json
 import re
+import pytest
 from pathlib import Path
 
 from papa_core.digits.data import digits_16, split_indices
@@ -42,16 +44,40 @@ def test_short_online_loop_aligns(tmp_path):
     assert final.nearest_real <= base.nearest_real * 1.15
 
 
+def test_short_online_loop_aligns_the_bold_strokes_task(tmp_path):
+    """The fine-grained task: 5 rounds of 10 labels lift the share of heavy-stroke samples.
+
+    Margin: in the issue-15 benchmark (docs/benchmarks.md §7.3, 3 seeds, same evaluation size) the
+    default read 0.977 / 0.719 / 0.992 at round 5 from a base of 0.305, rises of 0.41–0.69 (seed 0, this
+    test's: 0.67); the share then swings by up to 0.3 between rounds (§7.4), so 0.3 is asked.
+    """
+    from papa_core.digits.loop import LoopConfig, run_loop
+    from papa_core.session import SessionStore
+
+    cfg = LoopConfig(rounds=5, eval_size=128, eval_rounds=(5,), seed=0, task="bold")
+    history, _, _ = run_loop(cfg, SessionStore(tmp_path), "t")
+    base, final = history[0], history[-1]
+    assert final.preferred - base.preferred >= 0.3, (base.preferred, final.preferred)
+    assert final.confident >= base.confident - 0.1
+    assert final.nearest_real <= base.nearest_real * 1.2
+
+
 def test_demo_command_writes_everything(tmp_path):
     import subprocess
     import sys
 
     out = tmp_path / "demo"
-    proc = subprocess.run([sys.executable, "-m", "papa_core", "demo", "--rounds", "1", "--eval-size", "8", "--out",
-                           str(out)], capture_output=True, text=True, cwd=str(ROOT), timeout=300)
+    proc = subprocess.run([sys.executable, "-m", "papa_core", "demo", "--rounds", "1", "--eval-size", "8",
+                           "--final-eval", "20", "--out", str(out)], capture_output=True, text=True, cwd=str(ROOT),
+                          timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     last = proc.stdout.strip().splitlines()[-1]
-    assert re.fullmatch(r"preferred \d+% -> \d+% after 10 labels", last), last
+    m = re.fullmatch(r"preferred (\d+)% -> (\d+)% after 10 labels", last)
+    assert m, last
+    # the last line's figures are the fresh-sample evaluation's (at most --final-eval samples), not the fixed batch's
+    final_eval = json.loads((out / "history.json").read_text())["final_eval"]
+    assert 0 < final_eval["base_samples"] <= 20 and 0 < final_eval["final_samples"] <= 20
+    assert (int(m.group(1)), int(m.group(2))) == (round(100 * final_eval["base"]), round(100 * final_eval["final"]))
     assert (out / "round_001.png").exists() and (out / "alignment.png").exists()
     assert (out / "papa_digits_classes.safetensors").exists()
     assert (out / "sessions" / "demo-classes-0" / "session.json").exists()
@@ -65,7 +91,7 @@ def test_demo_with_selection_shows_the_picked_candidates_only(tmp_path):
     from papa_core.session import SessionStore
 
     out = tmp_path / "demo"
-    proc = subprocess.run([sys.executable, "-m", "papa_core", "demo", "--rounds", "2", "--eval-size", "8", "--batch-size",
+    proc = subprocess.run([sys.executable, "-m", "papa_core", "demo", "--rounds", "2", "--eval-size", "8", "--final-eval", "16", "--batch-size",
                            "4", "--select", "--pool", "12", "--out", str(out)], capture_output=True, text=True,
                           cwd=str(ROOT), timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -111,9 +137,72 @@ def test_demo_interactive_reads_ratings_and_reasks_on_bad_input(tmp_path):
     out = tmp_path / "demo"
     answers = "+ -\n" + "+ - 0 + - 0 + - 0 +\n"  # first line has the wrong count: asked again
     proc = subprocess.run([sys.executable, "-m", "papa_core", "demo", "--interactive", "--rounds", "1", "--eval-size",
-                           "8", "--out", str(out)], input=answers, capture_output=True, text=True, cwd=str(ROOT),
+                           "8", "--final-eval", "16", "--out", str(out)], input=answers, capture_output=True, text=True, cwd=str(ROOT),
                           timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "2 feedback symbols for a batch of 10" in proc.stdout
     assert (out / "round_001_to_rate.png").exists()
     assert proc.stdout.strip().splitlines()[-1].endswith("after 7 labels")
+
+
+def _bold_person():
+    import torch
+
+    from papa_core.digits.metrics import ink_mass
+    from papa_core.digits.user import BoldPreference
+
+    x, _ = digits_16()
+    x = x[:400]
+    return BoldPreference(threshold=float(ink_mass(x).quantile(0.5))), x, torch
+
+
+def test_simulated_person_flips_the_asked_share_of_answers_and_only_those():
+    from papa_core.digits.user import Answering, binary_feedback
+
+    pref, x, torch = _bold_person()
+    truth = binary_feedback(pref, x)
+    noisy = binary_feedback(pref, x, Answering(flip=0.1), torch.Generator().manual_seed(0))
+    again = binary_feedback(pref, x, Answering(flip=0.1), torch.Generator().manual_seed(0))
+    flipped = sum(a != b for a, b in zip(truth, noisy))
+    assert noisy == again  # deterministic for a generator
+    assert all(b == -a for a, b in zip(truth, noisy) if a != b)
+    assert 0.06 * len(x) <= flipped <= 0.14 * len(x)  # binomial(400, 0.1): sd 6, so ±4 sd
+
+
+def test_simulated_person_skips_the_images_it_is_unsure_of():
+    from papa_core.digits.user import Answering, binary_feedback
+
+    pref, x, torch = _bold_person()
+    truth = binary_feedback(pref, x)
+    score = pref.score(x)
+    answers = binary_feedback(pref, x, Answering(skip_margin=0.3))
+    unsure = (score.abs() < 0.3).tolist()
+    assert 0 < sum(unsure) < len(x)
+    assert all((a == 0) == u for a, u in zip(answers, unsure))
+    assert all(a == t for a, t, u in zip(answers, truth, unsure) if not u)
+
+
+def test_simulated_person_rejects_impossible_noise():
+    import pytest
+
+    from papa_core.digits.user import Answering
+
+    for bad in ({"flip": 0.6}, {"flip": -0.1}, {"skip_margin": 1.0}):
+        with pytest.raises(ValueError):
+            Answering(**bad)
+
+
+def test_preferred_share_draws_until_its_interval_is_within_the_bound():
+    """The demo's last-line figures: sampling stops once 1.96·√(p(1−p)/n) ≤ half_width, or at the cap."""
+    import math
+
+    import torch
+
+    from papa_core.digits.loop import DigitsWorld, LoopConfig
+
+    world = DigitsWorld(LoopConfig(eval_size=8, sampling_steps=4))
+    world.preference.liked = lambda imgs: torch.arange(len(imgs)) % 10 == 0  # p = 0.1 exactly per chunk of 10
+    p, n = world.preferred_share(half_width=0.05, max_samples=1000, chunk=10)
+    assert p == pytest.approx(0.1) and 1.96 * math.sqrt(0.09 / n) <= 0.05 < 1.96 * math.sqrt(0.09 / (n - 10))
+    p, n = world.preferred_share(half_width=0.001, max_samples=50, chunk=20)
+    assert n == 50  # the cap wins

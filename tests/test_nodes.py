@@ -151,13 +151,17 @@ def test_export_names_versions_and_overwrite(tmp_path):
 def test_update_inputs_show_the_presets_real_values_and_map_onto_them():
     """No sentinel on screen: the advanced inputs' defaults are the default preset's values, and each preset's
     values (what the page shows when it is picked) rebuild exactly that preset."""
-    from comfyui_papa.nodes.loop import UPDATE_PRESET_NAMES, expert_values, update_config
+    from comfyui_papa.nodes.loop import RAW_LR, UPDATE_PRESET_NAMES, expert_values, update_config
+    from comfyui_papa.papa_core.trust_region import STRENGTHS
     from comfyui_papa.papa_core.update import UPDATE_PRESETS
 
     shown = papa_nodes.PAPAUpdate.INPUT_TYPES()["optional"]
     for name, value in expert_values("default").items():
-        assert shown[name][1]["default"] == value and shown[name][1]["advanced"] is True
-        assert value > 0  # a real value, not "0 / -1 = the preset's"
+        assert shown[name][1]["default"] == value
+        if name == "learning_strength":  # the one knob in plain sight
+            assert value in STRENGTHS and not shown[name][1].get("advanced")
+        else:
+            assert shown[name][1]["advanced"] is True and value > 0  # a real value, not "0 / -1 = the preset's"
     for preset in UPDATE_PRESET_NAMES:
         algorithm = "EPAPA" if UPDATE_PRESETS[preset].objective.k else "PAPA"
         p = UPDATE_PRESETS[preset]
@@ -168,6 +172,11 @@ def test_update_inputs_show_the_presets_real_values_and_map_onto_them():
     assert (c.objective.k, c.lr, c.steps, c.objective.timesteps_per_image) == (0, 1e-3, 5, 8)
     assert (c.objective.pref_coef, c.objective.model_coef, c.objective.loss) == (0.5, 0.0, "anchored")
     assert update_config("reference", "EPAPA", 64, k=300).objective.k == 300
+    assert update_config("default", "EPAPA", 64, learning_strength="gentle").strength == STRENGTHS["gentle"]
+    assert update_config("default", "EPAPA", 64, learning_strength=RAW_LR).strength is None
+    assert update_config("reference", "PAPA", 64, learning_strength="strong").strength == STRENGTHS["strong"]
+    with pytest.raises(PapaError, match="learning_strength must be one of"):
+        update_config("default", "EPAPA", 64, learning_strength="max")
     with pytest.raises(PapaError):
         update_config("nope", "PAPA", 64)
     with pytest.raises(PapaError):

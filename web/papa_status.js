@@ -16,6 +16,9 @@ export function statusText(s) {
   if (s.updates !== undefined) parts.push(`updates ${s.updates}`);
   if (s.last_loss !== null && s.last_loss !== undefined) parts.push(`loss ${Number(s.last_loss).toFixed(4)}`);
   const u = s.last_update;
+  if (u?.change !== null && u?.change !== undefined) {
+    parts.push(`model moved ${(100 * u.change).toFixed(1)}% (target ${(100 * u.change_target).toFixed(1)}%)`);
+  }
   if (u?.peak_gib !== null && u?.peak_gib !== undefined) parts.push(`peak ${u.peak_gib} GiB`);
   if (u?.oom_retries) parts.push(`out of memory ${u.oom_retries}× (retried smaller)`);
   if (s.candidates > s.shown) parts.push(`shown ${s.shown} of ${s.candidates} sampled in ${s.sample_seconds} s`);

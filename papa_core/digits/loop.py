@@ -5,6 +5,7 @@ Used by the demo (``python -m papa_core demo``), the alignment benchmark and the
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Optional
@@ -21,7 +22,7 @@ from ..session import Session, SessionStore
 from ..update import UpdateConfig, update, update_preset
 from .metrics import classify, ink_mass, nearest_real_distance, normalised_entropy
 from .models import SCHEDULE_CONFIG, load_classifier, load_unet
-from .user import BoldPreference, ClassPreference, Preference, binary_feedback
+from .user import Answering, BoldPreference, ClassPreference, Preference, binary_feedback
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,8 @@ class LoopConfig:
         update_overrides: fields replaced in the update preset (e.g. {"lr": 3e-3}).
         pool_size: candidates generated per round, of which ``batch_size`` are shown (0: just the batch).
         selection: how the shown ones are chosen from the pool (``selection.STRATEGIES``).
+        label_noise: share of the simulated person's answers flipped (``user.Answering.flip``).
+        skip_unsure: the simulated person answers 0 where |score| is below this (``user.Answering``).
     """
 
     rounds: int = 20
@@ -66,6 +69,8 @@ class LoopConfig:
     device: str = "cpu"
     pool_size: int = 0
     selection: str = "random"
+    label_noise: float = 0.0
+    skip_unsure: float = 0.0
 
     def evaluates_after(self, r: int) -> bool:
         if self.eval_rounds is not None:
@@ -114,10 +119,11 @@ class DigitsWorld:
         else:
             raise ValueError(f"task must be 'classes' or 'bold', got {cfg.task!r}")
 
-    def generate(self, noise: torch.Tensor) -> torch.Tensor:
+    def generate(self, noise: torch.Tensor, lora: bool = True) -> torch.Tensor:
+        """Images [B, 1, 16, 16] from ``noise`` with the session's LoRA (``lora=False``: the base model)."""
         d = self.denoiser
         with torch.no_grad():
-            return sample(lambda x, t: d.eps(x, t, {}, lora=True), self.schedule, noise,
+            return sample(lambda x, t: d.eps(x, t, {}, lora=lora), self.schedule, noise,
                           num_steps=self.cfg.sampling_steps, eta=self.cfg.eta,
                           generator=None if self.cfg.eta == 0 else
                           torch.Generator(noise.device).manual_seed(int(noise[0, 0, 0, 0].abs() * 1e6)),
@@ -142,6 +148,23 @@ class DigitsWorld:
         """Each image's starting noise comes from its own seed, so one image can be regenerated alone."""
         return torch.cat([torch.randn((1, 1, 16, 16), generator=torch.Generator().manual_seed(s))
                           for s in seeds]).to(self.device)
+
+    def preferred_share(self, lora: bool = True, half_width: float = 0.03, max_samples: int = 1024,
+                        chunk: int = 128) -> tuple[float, int]:
+        """The preferred fraction p of fresh samples (their own noise, seeded apart from the evaluation
+        batch and the rounds), drawn ``chunk`` at a time until the 95 % interval 1.96·√(p(1−p)/n) is
+        within ``half_width`` or ``max_samples`` are drawn. Returns (p, n)."""
+        g = torch.Generator().manual_seed(20_000 + self.cfg.seed)
+        liked: list[torch.Tensor] = []
+        n = 0
+        while n < max_samples:
+            noise = torch.randn((min(chunk, max_samples - n), 1, 16, 16), generator=g).to(self.device)
+            liked.append(self.preference.liked(self.generate(noise, lora=lora)).cpu())
+            n += len(noise)
+            p = float(torch.cat(liked).float().mean())
+            if 1.96 * math.sqrt(max(p * (1 - p), 1e-12) / n) <= half_width:
+                break
+        return float(torch.cat(liked).float().mean()), n
 
     def evaluate(self, round_index: int, labels: int, seconds: float, timesteps: int) -> Checkpoint:
         imgs = self.generate(self.eval_noise)
@@ -178,7 +201,9 @@ def run_loop(cfg: LoopConfig, store: SessionStore, session_name: str, feedback_f
         session = store.create(session_name, d.fingerprint, d.lora_config, d.get_lora_state(),
                                meta={"base_model": "papa digits 16x16", "task": cfg.task, "preset": cfg.preset})
     d.set_lora_state(session.lora_state)
-    feedback_fn = feedback_fn or (lambda imgs, r: binary_feedback(world.preference, imgs))
+    answering = Answering(flip=cfg.label_noise, skip_margin=cfg.skip_unsure)
+    feedback_fn = feedback_fn or (lambda imgs, r: binary_feedback(
+        world.preference, imgs, answering, torch.Generator().manual_seed(cfg.seed * 1_000_000 + r + 500_000)))
     history = [world.evaluate(0, 0, 0.0, 0)]
     round_seconds: list[float] = []
     round_timesteps: list[int] = []

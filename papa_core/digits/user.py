@@ -57,5 +57,32 @@ class BoldPreference:
         return ((ink_mass(images) - self.threshold) * 20).clamp(-1, 1)
 
 
-def binary_feedback(pref: Preference, images: torch.Tensor) -> list[float]:
-    return [1.0 if v else -1.0 for v in pref.liked(images).tolist()]
+@dataclass(frozen=True)
+class Answering:
+    """How the simulated person answers, beyond what it likes: a real person is not an oracle.
+
+    Attributes:
+        flip: share of 👍 / 👎 answers that come out the other way (mistakes, changes of mind).
+        skip_margin: images whose graded score |score| is below this get the neutral answer 0
+            ("not sure"); the score is ``Preference.score`` (class task: 2·P(liked class) − 1).
+    """
+
+    flip: float = 0.0
+    skip_margin: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.flip <= 0.5:
+            raise ValueError(f"flip must be a share in [0, 0.5], got {self.flip!r}")
+        if not 0 <= self.skip_margin < 1:
+            raise ValueError(f"skip_margin must be in [0, 1), got {self.skip_margin!r}")
+
+
+def binary_feedback(pref: Preference, images: torch.Tensor, answering: Answering = Answering(),
+                    generator: torch.Generator | None = None) -> list[float]:
+    """One answer per image: +1 liked, −1 disliked, 0 skipped. Skipped images are never flipped."""
+    y = torch.where(pref.liked(images).cpu(), 1.0, -1.0)
+    if answering.flip > 0:
+        y = torch.where(torch.rand(len(y), generator=generator) < answering.flip, -y, y)
+    if answering.skip_margin > 0:
+        y = torch.where(pref.score(images).cpu().abs() < answering.skip_margin, torch.zeros_like(y), y)
+    return y.tolist()

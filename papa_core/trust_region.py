@@ -1,0 +1,138 @@
+"""The scale-free step: each update changes the model's predictions by a set relative amount.
+
+A learning rate is a step in parameter space, and what one step does to a model depends on its
+size: the default's lr moved the 1.16 M-parameter digits UNet gently and SD1.5's UNet by a mean
+of 32/255 per pixel after one round. The trust region measures an update where it acts — on the
+round's own images, at the timesteps the objective trains (t ≥ k) — as the relative change of
+the predicted noise,
+
+    ρ(θ) = ‖ε_θ(x_t, t, c) − ε_θ₀(x_t, t, c)‖ / ‖ε_θ₀(x_t, t, c)‖        (norms over all probe pairs)
+
+with θ₀ the LoRA before the update. ε is unit-variance noise at every scale, so ρ means the same
+on a 16×16 digits model and on SDXL. After the optimizer's steps, the displacement δ = θ − θ₀ is
+scaled along its own direction, θ₀ + s·δ, until ρ lands on the round's target τ (within the
+tolerance, and never above τ·(1 + tolerance): the bound a test checks).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import torch
+
+from .denoiser import Conditioning, Denoiser
+
+# The learning-strength knob: ρ per update at the first round (it decays with the rounds like the
+# lr, ``UpdateConfig.lr_decay_rounds``). "normal" is what the digits default measured before the
+# step was scale-free (docs/benchmarks.md §7), so the class-task tuning carries over.
+STRENGTHS: dict[str, float] = {"gentle": 0.03, "normal": 0.06, "strong": 0.12}
+DEFAULT_STRENGTH = "normal"
+
+
+@dataclass(frozen=True)
+class TrustRegion:
+    """How the step is fitted to the target change.
+
+    Attributes:
+        tolerance: accept ρ within τ·(1 ± tolerance).
+        max_scale: largest s (a step may grow up to this multiple of the optimizer's).
+        evaluations: most probe evaluations of the line search before backtracking.
+        probe_images: labelled images of the new round(s) the change is measured on.
+        probe_timesteps: timesteps per probe image (stratified over t ≥ k).
+    """
+
+    tolerance: float = 0.2
+    max_scale: float = 2.0
+    evaluations: int = 4
+    probe_images: int = 8
+    probe_timesteps: int = 4
+
+
+@dataclass
+class Probe:
+    """Fixed (x_t, t, c) pairs and the predictions ε_θ₀ of the LoRA before the update.
+
+    x_t [P, C, H, W], t long [P], cond: batched like x_t, eps0 [P, C, H, W] float.
+    """
+
+    x_t: torch.Tensor
+    t: torch.Tensor
+    cond: Conditioning
+    eps0: torch.Tensor
+
+
+@torch.no_grad()
+def make_probe(denoiser: Denoiser, x0: torch.Tensor, cond: Conditioning, k: int, per_image: int,
+               g: torch.Generator, chunk: int) -> Probe:
+    """``per_image`` noised copies of each image in ``x0`` [B, C, H, W], with ε_θ₀; their timesteps are
+    stratified over {k..T−1} (one in each of ``per_image`` equal strata: ρ depends strongly on t, and
+    stratifying keeps the estimate from swinging with the draw)."""
+    n = x0.shape[0] * per_image
+    dev = denoiser.device
+    idx = torch.arange(x0.shape[0]).repeat_interleave(per_image)
+    width = (denoiser.schedule.num_timesteps - k) / per_image
+    strata = torch.arange(per_image).repeat(x0.shape[0])
+    t = (k + (strata + torch.rand(n, generator=g)) * width).long().clamp(max=denoiser.schedule.num_timesteps - 1)
+    noise = torch.randn((n, *x0.shape[1:]), generator=g)
+    a = denoiser.schedule.alphas_cumprod[t].float().view(-1, *([1] * (x0.ndim - 1)))
+    x_t = (a.sqrt() * x0[idx].float().cpu() + (1 - a).sqrt() * noise).to(dev)
+    t, c = t.to(dev), {key: v[idx].to(dev) for key, v in cond.items()}
+    return Probe(x_t, t, c, _predict(denoiser, x_t, t, c, chunk))
+
+
+def _predict(denoiser: Denoiser, x_t, t, cond, chunk: int) -> torch.Tensor:
+    parts = [denoiser.eps(x_t[i:i + chunk], t[i:i + chunk], {key: v[i:i + chunk] for key, v in cond.items()})
+             for i in range(0, x_t.shape[0], chunk)]
+    return torch.cat(parts).float()
+
+
+@torch.no_grad()
+def relative_change(denoiser: Denoiser, probe: Probe, chunk: int) -> float:
+    """ρ = ‖ε_θ − ε_θ₀‖ / ‖ε_θ₀‖ over the probe, with the denoiser's current LoRA as θ."""
+    eps = _predict(denoiser, probe.x_t, probe.t, probe.cond, chunk)
+    return float((eps - probe.eps0).norm() / probe.eps0.norm().clamp_min(1e-12))
+
+
+@dataclass
+class FittedStep:
+    scale: float  # s: the step taken is s × the optimizer's displacement
+    change: float  # ρ measured at that step
+    target: float  # τ
+    evaluations: int
+
+
+@torch.no_grad()
+def fit_step(params: list[torch.nn.Parameter], start: list[torch.Tensor], measure: Callable[[], float],
+             target: float, region: TrustRegion = TrustRegion()) -> FittedStep:
+    """Set ``params`` to θ₀ + s·δ (θ₀ = ``start``, δ = params − start) with ρ(s) ≈ ``target``.
+
+    ρ grows about linearly in s near θ₀ (ΔW = B·A moves as s plus an s² term), so each evaluation
+    aims at the target as if ρ ∝ s; a step still above the bound afterwards is halved until it fits.
+    """
+    delta = [p.detach() - s0 for p, s0 in zip(params, start)]
+    bound = target * (1 + region.tolerance)
+
+    def place(s: float) -> None:
+        for p, s0, d in zip(params, start, delta):
+            p.copy_(s0 + s * d)
+
+    def at(s: float) -> float:
+        place(s)
+        return measure()
+
+    s, rho, n = 1.0, measure(), 1
+    best: Optional[tuple[float, float]] = (s, rho) if rho <= bound else None
+    while n < region.evaluations and abs(rho / target - 1) > region.tolerance and rho > 0:
+        s_next = min(region.max_scale, s * target / rho)
+        if s_next == s:  # at the cap: the optimizer's direction cannot reach the target
+            break
+        s, rho, n = s_next, at(s_next), n + 1
+        if rho <= bound and (best is None or abs(rho - target) < abs(best[1] - target)):
+            best = (s, rho)
+    while best is None:  # backtrack: always ends, ρ → 0 as s → 0
+        s, rho, n = s / 2, at(s / 2), n + 1
+        if rho <= bound:
+            best = (s, rho)
+    if best[0] != s:
+        place(best[0])
+    return FittedStep(scale=best[0], change=best[1], target=target, evaluations=n)

@@ -1,0 +1,70 @@
+"""The scale-free step: each update changes ε̂ on its own images by the target, within the bound."""
+import pytest
+import torch
+
+from papa_core.errors import PapaError
+from papa_core.objective import ObjectiveConfig
+from papa_core.trust_region import STRENGTHS, TrustRegion, fit_step, make_probe, relative_change
+from papa_core.update import UpdateConfig, update
+
+from .test_update import _session
+
+REGION = TrustRegion()
+
+
+@pytest.mark.parametrize("strength", [0.01, 0.05, 0.3])
+@pytest.mark.parametrize("lr", [1e-4, 1e-2, 3e-1])
+def test_each_update_lands_within_the_bound(tmp_path, tiny_denoiser, strength, lr):
+    """Whatever the raw lr (a step far too small or far too large), ρ ≤ τ(1 + tol); and ≥ τ(1 − tol)
+    unless the step hit the scale cap."""
+    _, s = _session(tmp_path, tiny_denoiser)
+    cfg = UpdateConfig(objective=ObjectiveConfig(timesteps_per_image=4), steps=3, lr=lr, strength=strength,
+                       lr_decay_rounds=0)
+    st = update(s, tiny_denoiser, cfg)
+    assert st.change_target == pytest.approx(strength)
+    assert st.change <= strength * (1 + REGION.tolerance)
+    assert st.change >= strength * (1 - REGION.tolerance) or st.step_scale == REGION.max_scale
+    # the reported change is what the saved LoRA does: re-measure it on a fresh probe of the same images
+    items = [(r, i) for r in s.rounds for i, v in enumerate(r.feedback) if v != 0]
+    x0 = torch.stack([r.x0[i] for r, i in items])
+    tiny_denoiser.set_lora_state(s.initial_lora)
+    probe = make_probe(tiny_denoiser, x0, {}, 0, 16, torch.Generator().manual_seed(5), 64)
+    tiny_denoiser.set_lora_state(s.lora_state)
+    assert relative_change(tiny_denoiser, probe, 64) == pytest.approx(st.change, rel=0.5)
+
+
+def test_target_decays_with_the_rounds(tmp_path, tiny_denoiser):
+    _, s = _session(tmp_path, tiny_denoiser)
+    cfg = UpdateConfig(objective=ObjectiveConfig(timesteps_per_image=2), steps=2, lr=1e-2, strength=0.04,
+                       lr_decay_rounds=2)
+    first = update(s, tiny_denoiser, cfg)
+    s.add_round(torch.randn(3, 1, 8, 8, generator=torch.Generator().manual_seed(1)).clamp(-1, 1), {}, [7, 8, 9])
+    s.record_feedback([1, 1, -1])
+    second = update(s, tiny_denoiser, cfg)
+    assert first.change_target == pytest.approx(0.04) and second.change_target == pytest.approx(0.04 * 2 / 3)
+    assert second.change <= second.change_target * (1 + REGION.tolerance)
+
+
+def test_without_strength_nothing_is_measured_and_the_step_is_the_optimizer_s(tmp_path, tiny_denoiser):
+    _, s = _session(tmp_path, tiny_denoiser)
+    st = update(s, tiny_denoiser, UpdateConfig(objective=ObjectiveConfig(timesteps_per_image=2), steps=1))
+    assert st.change is None and st.step_scale is None
+
+
+def test_fit_step_backtracks_a_step_that_overshoots():
+    """A measure that jumps (not ∝ s) still ends within the bound."""
+    p = torch.nn.Parameter(torch.ones(3))
+    start = [torch.zeros(3)]
+    fitted = fit_step([p], start, lambda: float(p.detach().abs().max() ** 2), target=0.1)
+    assert fitted.change <= 0.1 * (1 + REGION.tolerance)
+    assert float(p.detach().max()) == pytest.approx(fitted.scale)
+
+
+@pytest.mark.parametrize("bad", [0, -0.1, 1.5, float("nan"), "normal"])
+def test_strength_must_be_a_relative_change(bad):
+    with pytest.raises(PapaError, match="strength must be"):
+        UpdateConfig(strength=bad)
+
+
+def test_named_strengths_are_ordered():
+    assert STRENGTHS["gentle"] < STRENGTHS["normal"] < STRENGTHS["strong"]
