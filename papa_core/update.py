@@ -245,12 +245,15 @@ def effective_lr(config: UpdateConfig, session: Session) -> float:
     return config.lr * decay(config, session)
 
 
-def _probe(denoiser: Denoiser, config: UpdateConfig, session: Session, new_rounds: list[Round], chunk: int):
-    """The trust region's probe on the new rounds' labelled images (None without ``strength``)."""
+def _probe(denoiser: Denoiser, config: UpdateConfig, session: Session, new_rounds: list[Round],
+           items: list[tuple[Round, int]], chunk: int):
+    """The trust region's probe on the new rounds' labelled images (None without ``strength``); on the
+    replayed ones when every new image is neutral."""
     if config.strength is None:
         return None
     region = TrustRegion()
-    items = [(r, i) for r in new_rounds for i, v in enumerate(r.feedback) if v != 0][:region.probe_images]
+    new = [(r, i) for r in new_rounds for i, v in enumerate(r.feedback) if v != 0]
+    items = (new or items)[:region.probe_images]
     x0, cond, _ = _stack(items)
     # its own generator: the training draws are the same with and without the trust region
     g = torch.Generator().manual_seed(config.seed * 1_000_003 + session.version + 7)
@@ -389,7 +392,7 @@ def update(session: Session, denoiser: Denoiser, config: UpdateConfig = UpdateCo
     choices = _step_choices(n, n_new, per_step, config.shuffle, g)
     autocast_dtype = resolve_autocast(config.autocast, denoiser.device)
 
-    probe = _probe(denoiser, config, session, new_rounds, sizer.pairs)
+    probe = _probe(denoiser, config, session, new_rounds, items, sizer.pairs)
     start = [p.detach().clone() for p in params] if probe is not None else []
     losses, norms = [], []
     timesteps = forwards = 0

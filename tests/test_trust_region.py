@@ -68,3 +68,14 @@ def test_strength_must_be_a_relative_change(bad):
 
 def test_named_strengths_are_ordered():
     assert STRENGTHS["gentle"] < STRENGTHS["normal"] < STRENGTHS["strong"]
+
+
+def test_a_neutral_round_with_replay_is_measured_on_the_replayed_images(tmp_path, tiny_denoiser):
+    _, s = _session(tmp_path, tiny_denoiser)
+    cfg = UpdateConfig(objective=ObjectiveConfig(timesteps_per_image=2), steps=1, lr=1e-2, strength=0.05,
+                       replay="all", lr_decay_rounds=0)
+    update(s, tiny_denoiser, cfg)
+    s.add_round(torch.zeros(2, 1, 8, 8), {}, [5, 6])
+    s.record_feedback([0, 0])  # nothing new to learn from, but the replayed rounds still train
+    st = update(s, tiny_denoiser, cfg)
+    assert st.images == 3 and st.change <= 0.05 * (1 + REGION.tolerance)
