@@ -49,10 +49,9 @@ def build(name: str, latent: int):
     torch.manual_seed(0)
     if name == "digits":
         from papa_core.digits.data import digits_16
-        from papa_core.digits.models import SCHEDULE_CONFIG, load_unet
+        from papa_core.digits.models import digits_schedule, load_unet
 
-        sched = DiffusionSchedule.linear(SCHEDULE_CONFIG["num_train_timesteps"], SCHEDULE_CONFIG["beta_start"],
-                                         SCHEDULE_CONFIG["beta_end"])
+        sched = digits_schedule()
         d = DiffusersDenoiser(load_unet("cpu"), sched, LoraConfig(targets="attention+conv"))  # the demo's LoRA
         return d, digits_16()[0], None
     arch = {"sd15": SD15, "sdxl_toy": SDXL_TOY, "tiny": TINY}[name]  # tiny: the tests' smoke run

@@ -74,8 +74,7 @@ def make_probe(denoiser: Denoiser, x0: torch.Tensor, cond: Conditioning, k: int,
     strata = torch.arange(per_image).repeat(x0.shape[0])
     t = (k + (strata + torch.rand(n, generator=g)) * width).long().clamp(max=denoiser.schedule.num_timesteps - 1)
     noise = torch.randn((n, *x0.shape[1:]), generator=g)
-    a = denoiser.schedule.alphas_cumprod[t].float().view(-1, *([1] * (x0.ndim - 1)))
-    x_t = (a.sqrt() * x0[idx].float().cpu() + (1 - a).sqrt() * noise).to(dev)
+    x_t = denoiser.schedule.add_noise(x0[idx].float().cpu(), noise, t).to(dev)
     t, c = t.to(dev), {key: v[idx].to(dev) for key, v in cond.items()}
     return Probe(x_t, t, c, _predict(denoiser, x_t, t, c, chunk))
 

@@ -23,10 +23,9 @@ from safetensors.torch import save_file
 from papa_core.digits.data import digits_16, split_indices  # noqa: E402
 from papa_core.digits.metrics import batch_quality  # noqa: E402
 from papa_core.digits.models import (  # noqa: E402
-    ASSETS, CLASSIFIER_FILE, SCHEDULE_CONFIG, UNET_FILE, DigitClassifier, build_unet, load_classifier, load_unet,
+    ASSETS, CLASSIFIER_FILE, SCHEDULE_CONFIG, UNET_FILE, DigitClassifier, build_unet, digits_schedule, load_classifier, load_unet,
 )
 from papa_core.sampling import sample  # noqa: E402
-from papa_core.schedule import DiffusionSchedule  # noqa: E402
 
 
 def log(msg: str) -> None:
@@ -78,8 +77,7 @@ def train_unet(steps: int, batch: int, lr: float, ema_decay: float, seed: int) -
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
     x, _ = digits_16()
-    schedule = DiffusionSchedule.linear(SCHEDULE_CONFIG["num_train_timesteps"], SCHEDULE_CONFIG["beta_start"],
-                                        SCHEDULE_CONFIG["beta_end"])
+    schedule = digits_schedule()
     a_bar = schedule.alphas_cumprod.float()
     model = build_unet()
     ema = copy.deepcopy(model).requires_grad_(False)
@@ -119,7 +117,7 @@ def train_unet(steps: int, batch: int, lr: float, ema_decay: float, seed: int) -
 def evaluate(n: int, steps_list: list[int], etas: list[float], seed: int) -> None:
     unet = load_unet()
     clf = load_classifier()
-    schedule = DiffusionSchedule.linear(1000, 1e-4, 0.02)
+    schedule = digits_schedule()
     for steps in steps_list:
         for eta in etas:
             g = torch.Generator().manual_seed(seed)

@@ -16,12 +16,11 @@ from ..denoiser import DiffusersDenoiser
 from ..errors import SessionMismatch
 from ..lora import LoraConfig
 from ..sampling import sample
-from ..schedule import DiffusionSchedule
 from ..selection import select_for
 from ..session import Session, SessionStore
 from ..update import UpdateConfig, update, update_preset
 from .metrics import classify, ink_mass, nearest_real_distance, normalised_entropy
-from .models import SCHEDULE_CONFIG, load_classifier, load_unet
+from .models import digits_schedule, load_classifier, load_unet
 from .user import Answering, BoldPreference, ClassPreference, Preference, binary_feedback
 
 log = logging.getLogger(__name__)
@@ -101,8 +100,7 @@ class DigitsWorld:
         self.query_seconds = 0.0  # generating (and choosing) the images shown, all rounds together
         device = torch.device(cfg.device)
         self.device = device
-        self.schedule = DiffusionSchedule.linear(SCHEDULE_CONFIG["num_train_timesteps"], SCHEDULE_CONFIG["beta_start"],
-                                                 SCHEDULE_CONFIG["beta_end"])
+        self.schedule = digits_schedule()
         self.denoiser = DiffusersDenoiser(load_unet(device), self.schedule,
                                           LoraConfig(rank=cfg.lora_rank, alpha=cfg.lora_alpha,
                                                      targets=cfg.lora_targets, init_seed=cfg.seed))

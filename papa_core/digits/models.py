@@ -7,6 +7,8 @@ import torch
 import torch.nn as nn
 from safetensors.torch import load_file
 
+from ..schedule import DiffusionSchedule
+
 ASSETS = Path(__file__).parent / "assets"
 UNET_FILE = ASSETS / "digits_unet.safetensors"
 CLASSIFIER_FILE = ASSETS / "digits_classifier.safetensors"
@@ -25,6 +27,12 @@ UNET_CONFIG: dict = dict(
 )
 # The reference's MNIST schedule: 1000 steps, β linear 1e-4 → 0.02.
 SCHEDULE_CONFIG: dict = dict(num_train_timesteps=1000, beta_start=1e-4, beta_end=0.02, beta_schedule="linear")
+
+
+def digits_schedule() -> DiffusionSchedule:
+    """The DDPM schedule the digits UNet was trained with (``SCHEDULE_CONFIG``)."""
+    return DiffusionSchedule.linear(SCHEDULE_CONFIG["num_train_timesteps"], SCHEDULE_CONFIG["beta_start"],
+                                    SCHEDULE_CONFIG["beta_end"])
 
 
 def build_unet():
