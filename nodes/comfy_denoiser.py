@@ -17,7 +17,8 @@ import torch
 from ..papa_core.errors import PapaError
 from ..papa_core.lora import DOWN, UP, LoraConfig, LoraState, lora_delta, lora_shapes
 from ..papa_core.schedule import DiffusionSchedule
-from .comfy_model import ModelInfo, base_fingerprint, check_lora_state
+from ..papa_core.host_model import ModelInfo, check_lora_state
+from .comfy_model import base_fingerprint
 
 class LoraWrapper(torch.nn.Module):
     """A ComfyUI weight wrapper adding ΔW = scale · up @ down to one weight.

@@ -12,7 +12,7 @@ import torch
 from ..papa_core.lora import LoraConfig
 from ..papa_core.lora_io import lora_to_kohya
 from .comfy_denoiser import PAPA_PATCHES, strip_papa
-from .comfy_model import ModelInfo, check_lora_state
+from ..papa_core.host_model import ModelInfo, check_lora_state
 
 def with_lora(model, state: Mapping[str, torch.Tensor], config: LoraConfig, info: ModelInfo):
     """A clone of ``model`` carrying the LoRA ``state`` exactly as ComfyUI applies a loaded LoRA file.

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from . import state
 from .common import CATEGORY, SESSION
-from .export_path import IF_EXISTS
+from ..papa_core.export import IF_EXISTS
 from .loop import export_session
 
 

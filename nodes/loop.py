@@ -13,7 +13,7 @@ from typing import Optional
 import torch
 
 from ..papa_core.errors import PapaError
-from ..papa_core.lora_io import export_lora
+from ..papa_core.export import export_session as export_session_file
 from ..papa_core.memory import PassSizer
 from ..papa_core.objective import EPAPA_K
 from ..papa_core.selection import STRATEGIES, select_for
@@ -23,7 +23,6 @@ from ..papa_core.trust_region import STRENGTHS
 from ..papa_core.update import UPDATE_PRESETS, UpdateConfig, update, update_preset
 from . import state
 from .common import SessionRef
-from .export_path import lora_output_path
 from .protocol import MAX_BATCH
 from .service import get_session, open_session, send_status
 
@@ -190,17 +189,7 @@ def export_session(ref: SessionRef, filename: str, if_exists: str, dtype: str,
         import folder_paths
 
         loras_dir = folder_paths.get_folder_paths("loras")[0]
-    sess = get_session(ref)
-    path = lora_output_path(loras_dir, filename, if_exists)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    name_map = sess.meta.get("ldm_names") if sess.meta.get("kohya_naming") == "ldm" else None
-    summary = summarize(sess)
-    export_lora(path, sess.lora_state, sess.lora_config, name_map=(name_map.__getitem__ if name_map else None),
-                base_model=sess.meta.get("base_model"), prediction=sess.meta.get("prediction"),
-                dtype=torch.float16 if dtype == "fp16" else torch.float32,
-                papa_metadata={"session": sess.name, "rounds": summary["labelled_rounds"],
-                               "likes": summary["likes"], "dislikes": summary["dislikes"],
-                               "updates": summary["updates"], "session_version": sess.version})
+    path, summary = export_session_file(get_session(ref), loras_dir, filename, if_exists, dtype)
     rel = path.relative_to(loras_dir).as_posix()
-    log.info("PAPA: exported %s to %s", sess.name, path)
+    log.info("PAPA: exported %s to %s", ref.name, path)
     return rel, dict(summary, exported=rel)

@@ -13,7 +13,7 @@ from typing import Any, Mapping, Optional
 
 from ..papa_core.errors import FeedbackError
 from ..papa_core.feedback import SYMBOLS, check_feedback
-from ..papa_core.session import SESSION_NAME_PATTERN, SESSION_NAME_RULE
+from ..papa_core.session import ACTIONS, SESSION_NAME_PATTERN, SESSION_NAME_RULE
 
 PROTOCOL_VERSION = 1
 ROUTE_PREFIX = "/papa/v1"
@@ -32,7 +32,6 @@ EVENTS = {
     "status": "papa.status",    # a session changed: its summary
 }
 OUTCOMES = ("recorded", "cancelled", "timeout", "interrupted")  # how a wait ends; only "timeout" keeps it answerable
-ACTIONS = ("undo", "reset", "recover", "discard")
 JSON_TYPE = "application/json"  # the only body type a state-changing POST accepts
 READ_TIMEOUT_S = 10.0  # a route gives up on a session read (or a busy session) after this long
 NODE_TYPES = {  # role -> the node's type name (its id in workflows): the registry and the JS read them here

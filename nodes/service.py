@@ -15,14 +15,14 @@ from typing import Optional
 
 import torch
 
-from ..papa_core.errors import FeedbackError, PapaError, SessionNotFound
+from ..papa_core.errors import PapaError, SessionNotFound
 from ..papa_core.fsio import remove_temp_files
 from ..papa_core.lora import init_lora_state
 from ..papa_core.session import Round, Session
 from ..papa_core.summary import summarize
 from . import state
 from .common import SessionRef
-from .protocol import ACTIONS, EVENTS, PROTOCOL_VERSION
+from .protocol import EVENTS, PROTOCOL_VERSION
 from .waiting import FeedbackCancelled, FeedbackTimeout
 
 log = logging.getLogger("papa")
@@ -47,14 +47,10 @@ def open_session(ref: SessionRef, model, info) -> Session:
     """Open the session for this MODEL, creating it (and its zero LoRA) on first use."""
     from .comfy_model import base_fingerprint
 
-    meta = {"base_model": info.base_model, "family": info.family, "kohya_naming": info.kohya_naming,
-            "prediction": info.prediction}
     targets = info.lora_targets(ref.lora_config)
-    if info.kohya_naming == "ldm":
-        meta["ldm_names"] = {n: info.ldm_of[n] for n in targets}
     with torch.inference_mode(False):
         return state.store().open_or_create(ref.name, base_fingerprint(model, info), ref.lora_config,
-                                            init_lora_state(targets, ref.lora_config), meta)
+                                            init_lora_state(targets, ref.lora_config), info.session_meta(ref.lora_config))
 
 
 def get_session(ref: SessionRef) -> Session:
@@ -114,19 +110,7 @@ def record_answer(name: str, round_index: int, values: list[float], timeout: Opt
     FeedbackError when that round is not the pending one (already answered, replaced, or never
     generated) or ``batch`` names other images, SessionBusy after ``timeout`` s of waiting.
     """
-    store = state.store()
-    with store.locked(name, timeout):
-        sess = store.get(name)
-        pending = sess.pending_round
-        if pending is None or pending.index != round_index:
-            raise FeedbackError(f"session {name!r} has no pending round {round_index} (it was answered already, or "
-                                "no such batch was generated); generate a batch first")
-        if batch is not None and batch != pending.batch_id:
-            raise FeedbackError(f"this answer is about other images than round {round_index} of session {name!r} "
-                                "holds (the batch was replaced); reload the page and rate the batch shown")
-        sess.record_feedback(values, round_index=round_index)
-        store.save(sess)
-        summary = summarize(sess)
+    summary = summarize(state.store().record_answer(name, values, round_index, batch, timeout))
     state.broker.settle(name, round_index)
     state.bump("feedback")
     return summary
@@ -151,17 +135,7 @@ def apply_session_action(name: str, action: str, timeout: Optional[float] = None
     """Undo the last update, reset, recover (``SessionStore.recover``) or discard the pending batch of
     a stored session and save it (shared by the node and the route); SessionBusy after ``timeout`` s
     of waiting for the session."""
-    if action not in ACTIONS:
-        raise PapaError(f"unknown action {action!r}: use one of {', '.join(ACTIONS)}")
-    store = state.store()
-    with store.locked(name, timeout):
-        if action == "recover":
-            sess = store.recover(name)
-        else:
-            sess = store.get(name)
-            {"undo": sess.undo_last_update, "reset": sess.reset, "discard": sess.discard_pending}[action]()
-            store.save(sess)
-        summary = summarize(sess)
+    summary = summarize(state.store().apply_action(name, action, timeout))
     state.broker.settle(name)
     state.bump("lora")
     state.bump("feedback")  # undone feedback is untrained again: PAPA Update must run

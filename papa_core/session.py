@@ -45,6 +45,7 @@ from .session_index import (FIX, FORMAT, FORMAT_VERSION, INDEX_COPY_RE, INDEX_FI
 log = logging.getLogger("papa")
 SESSION_NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}"
 _NAME_RE = re.compile(rf"^{SESSION_NAME_PATTERN}$")
+ACTIONS = ("undo", "reset", "recover", "discard")  # what a person can do to a stored session (SessionStore.apply_action)
 SESSION_NAME_RULE = "1-64 letters, digits, '_' or '-', starting with a letter or digit"
 DEFAULT_MAX_UNDO = 20
 
@@ -390,6 +391,43 @@ class SessionStore:
         """Drop the in-memory copy (the next ``get`` re-reads the disk)."""
         with self._guard:
             self._sessions.pop(name, None)
+
+    # --- the person's changes (every host: ComfyUI's routes and nodes, the webui panel) ---
+    def record_answer(self, name: str, values: list[float], round_index: Optional[int] = None,
+                      batch: Optional[str] = None, timeout: Optional[float] = None) -> Session:
+        """Record ``values`` as the feedback of session ``name``'s pending round and save it; returns the
+        session once the answer is on disk.
+
+        ``round_index`` / ``batch`` (``Round.batch_id`` of the images shown), when the caller knows them,
+        must name the pending round's very images. Raises FeedbackError when there is no such pending
+        round (answered already, replaced, never generated), SessionBusy after ``timeout`` s of waiting.
+        """
+        with self.locked(name, timeout):
+            sess = self.get(name)
+            pending = sess.pending_round
+            if pending is None or (round_index is not None and pending.index != round_index):
+                which = "" if round_index is None else f" {round_index}"
+                raise FeedbackError(f"session {name!r} has no pending round{which} (it was answered already, or no "
+                                    "such batch was generated); generate a batch first")
+            if batch is not None and batch != pending.batch_id:
+                raise FeedbackError(f"this answer is about other images than round {pending.index} of session "
+                                    f"{name!r} holds (the batch was replaced); reload and rate the batch shown")
+            sess.record_feedback(values, round_index=pending.index)
+            self.save(sess)
+            return sess
+
+    def apply_action(self, name: str, action: str, timeout: Optional[float] = None) -> Session:
+        """``undo`` the last update, ``reset`` to the initial LoRA, ``discard`` the pending batch, or
+        ``recover`` (see ``recover``) session ``name``, saved; SessionBusy after ``timeout`` s."""
+        if action not in ACTIONS:
+            raise PapaError(f"unknown action {action!r}: use one of {', '.join(ACTIONS)}")
+        with self.locked(name, timeout):
+            if action == "recover":
+                return self.recover(name)
+            sess = self.get(name)
+            {"undo": sess.undo_last_update, "reset": sess.reset, "discard": sess.discard_pending}[action]()
+            self.save(sess)
+            return sess
 
     # --- writing ---
     def save(self, s: Session) -> None:

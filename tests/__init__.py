@@ -1,1 +1,1 @@
-"""The test suite (``bash scripts/test.sh``); shared helpers live in ``papa_testkit``."""
+"""The test suite (``bash tools/test.sh``); shared helpers live in ``papa_testkit``."""

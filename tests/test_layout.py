@@ -54,7 +54,7 @@ def test_pack_conventions_every_node_has_a_help_page_and_the_registry_fields_are
 
 def test_shape_a_newcomer_can_carry_on():
     """The node layer stays thin, papa_core's functions readable at once, and nothing edits sys.path:
-    tests, benchmarks and scripts import papa_testkit and papa_core the ordinary way."""
+    tests, benchmarks and tools import papa_testkit and papa_core the ordinary way."""
     root = CORE.parent
     long_node_files = [(p.name, n) for p in (root / "nodes").glob("*.py")
                        if (n := len(p.read_text(encoding="utf-8").splitlines())) >= 250]
@@ -66,7 +66,7 @@ def test_shape_a_newcomer_can_carry_on():
                 long_functions.append(f"{path.name}:{node.name}")
     assert not long_functions, long_functions
     path_edits = [str(p.relative_to(root)) for folder in ("papa_core", "nodes", "papa_testkit", "tests", "benchmarks",
-                                                          "scripts")
+                                                          "tools", "scripts", "papa_webui")
                   for p in (root / folder).rglob("*.py") if "sys.path" in p.read_text(encoding="utf-8")
                   and p.name != "test_layout.py"]
     assert not path_edits, path_edits

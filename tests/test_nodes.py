@@ -15,7 +15,7 @@ from papa_testkit.pack import load_pack
 pack = load_pack()
 from comfyui_papa.nodes import papa_nodes, protocol, state  # noqa: E402
 from comfyui_papa.nodes.common import SessionRef  # noqa: E402
-from comfyui_papa.nodes.export_path import lora_output_path  # noqa: E402
+from comfyui_papa.papa_core.export import lora_output_path  # noqa: E402
 from comfyui_papa.nodes.waiting import FeedbackBroker, FeedbackCancelled, FeedbackTimeout  # noqa: E402
 from comfyui_papa.papa_core.errors import FeedbackError, PapaError  # noqa: E402
 from comfyui_papa.papa_core.lora import LoraConfig, init_lora_state, lora_shapes  # noqa: E402
@@ -278,14 +278,14 @@ def test_export_node_writes_kohya_names_for_sdxl_sessions(session_dir, tmp_path,
 
 
 def test_example_workflow_matches_the_node_declarations(fake_comfy):
-    """example_workflows/papa_loop.json is what scripts/make_example_workflow.py writes from INPUT_TYPES."""
+    """example_workflows/papa_loop.json is what tools/make_example_workflow.py writes from INPUT_TYPES."""
     from pathlib import Path
 
-    from scripts import make_example_workflow as mod
+    from tools import make_example_workflow as mod
 
     root = Path(__file__).resolve().parents[1]
     on_disk = json.loads((root / "example_workflows" / "papa_loop.json").read_text(encoding="utf-8"))
-    assert on_disk == json.loads(json.dumps(mod.build())), "regenerate: python -m scripts.make_example_workflow"
+    assert on_disk == json.loads(json.dumps(mod.build())), "regenerate: python -m tools.make_example_workflow"
     links = {l[0]: l for l in on_disk["links"]}
     for node in on_disk["nodes"]:
         for i in node["inputs"]:

@@ -44,7 +44,7 @@ def build_unet():
 def load_unet(device: str | torch.device = "cpu"):
     """The committed base model (eval mode, requires_grad off)."""
     if not UNET_FILE.exists():
-        raise FileNotFoundError(f"{UNET_FILE} is missing: run `python -m scripts.train_digits unet` to rebuild it")
+        raise FileNotFoundError(f"{UNET_FILE} is missing: run `python -m tools.train_digits unet` to rebuild it")
     m = build_unet()
     m.load_state_dict(load_file(str(UNET_FILE)))
     return m.to(device).eval().requires_grad_(False)
@@ -68,7 +68,7 @@ class DigitClassifier(nn.Module):
 def load_classifier(device: str | torch.device = "cpu") -> DigitClassifier:
     if not CLASSIFIER_FILE.exists():
         raise FileNotFoundError(
-            f"{CLASSIFIER_FILE} is missing: run `python -m scripts.train_digits classifier` to rebuild it"
+            f"{CLASSIFIER_FILE} is missing: run `python -m tools.train_digits classifier` to rebuild it"
         )
     m = DigitClassifier()
     m.load_state_dict(load_file(str(CLASSIFIER_FILE)))

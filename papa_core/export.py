@@ -1,10 +1,16 @@
-"""Where an exported LoRA goes: a validated name inside the loras folder. Pure; no ComfyUI import."""
+"""Exporting a session: a validated name inside the host's loras folder, and the kohya file with the
+session's training metadata. No host imports (ComfyUI and Forge pass their loras folder)."""
 from __future__ import annotations
 
 import re
 from pathlib import Path
 
-from ..papa_core.errors import PapaError
+import torch
+
+from .errors import PapaError
+from .lora_io import export_lora
+from .session import Session
+from .summary import summarize
 
 # one path segment: what every OS and LoRA loader handles without quoting
 SEGMENT = r"[A-Za-z0-9][A-Za-z0-9 _.-]{0,95}"
@@ -46,3 +52,22 @@ def lora_output_path(loras_dir: str | Path, filename: str, if_exists: str = "new
                 n += 1
             path = path.with_name(f"{parts[-1]}_{n}.safetensors")
     return path
+
+
+def export_session(sess: Session, loras_dir: str | Path, filename: str, if_exists: str = "new version",
+                   dtype: str = "fp32") -> tuple[Path, dict]:
+    """Write ``sess``'s LoRA to ``<loras_dir>/<filename>.safetensors`` (kohya format, the session's base
+    model and training counts as metadata), atomically. Returns (the path written, the summary)."""
+    if dtype not in ("fp32", "fp16"):
+        raise PapaError(f"dtype must be fp32 or fp16, got {dtype!r}")
+    path = lora_output_path(loras_dir, filename, if_exists)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    name_map = sess.meta.get("ldm_names") if sess.meta.get("kohya_naming") == "ldm" else None
+    summary = summarize(sess)
+    export_lora(path, sess.lora_state, sess.lora_config, name_map=(name_map.__getitem__ if name_map else None),
+                base_model=sess.meta.get("base_model"), prediction=sess.meta.get("prediction"),
+                dtype=torch.float16 if dtype == "fp16" else torch.float32,
+                papa_metadata={"session": sess.name, "rounds": summary["labelled_rounds"],
+                               "likes": summary["likes"], "dislikes": summary["dislikes"],
+                               "updates": summary["updates"], "session_version": sess.version})
+    return path, summary

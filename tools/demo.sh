@@ -2,6 +2,6 @@
 # The main job: PAPA on the embedded digits model with a simulated user (≈ 4 minutes on 2 CPU cores).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
+bash tools/setup.sh
 export OMP_WAIT_POLICY=PASSIVE
 exec "${PYTHON:-python3}" -m papa_core demo "$@"

@@ -1,6 +1,6 @@
 """Write example_workflows/papa_loop.json (ComfyUI's UI format) from the nodes' own declarations.
 
-    python -m scripts.make_example_workflow
+    python -m tools.make_example_workflow
 
 Widget values follow each node's INPUT_TYPES order (plus the seed's control_after_generate value),
 which is how the ComfyUI frontend reads them, so the file cannot drift from the nodes.

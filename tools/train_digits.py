@@ -1,8 +1,8 @@
 """Reproduce the embedded digits models (papa_core/digits/assets/).
 
-    python -m scripts.train_digits classifier          # ~1 min on 2 CPU cores
-    python -m scripts.train_digits unet --steps 4000   # ~25 min on 2 CPU cores
-    python -m scripts.train_digits evaluate            # the acceptance figures for the base model
+    python -m tools.train_digits classifier          # ~1 min on 2 CPU cores
+    python -m tools.train_digits unet --steps 4000   # ~25 min on 2 CPU cores
+    python -m tools.train_digits evaluate            # the acceptance figures for the base model
 
 Data: scikit-learn's bundled digits, 16×16 (papa_core.digits.data). Everything is seeded; the log
 of the committed run is assets/train_log.txt.
