@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -26,6 +25,7 @@ from pathlib import Path
 
 from .graphs import CKPT
 from .pack import ROOT as REPO
+from .servers import free_port, stop
 HERE = Path(__file__).resolve().parent
 
 
@@ -146,9 +146,7 @@ def running_server(base: Path, cdir: Path, extra_args: tuple[str, ...] = (), gpu
     for sub in ("models/checkpoints", "models/loras", "output", "input", "temp", "user"):
         (base / sub).mkdir(parents=True)
     os.symlink(cached_checkpoint(cdir), base / "models" / "checkpoints" / CKPT)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     log = base / "comfyui.log"
     cmd = [sys.executable, "main.py", *([] if gpu else ["--cpu"]), "--listen", "127.0.0.1", "--port", str(port), "--base-directory",
            str(base), "--disable-auto-launch", *extra_args]
@@ -169,10 +167,6 @@ def running_server(base: Path, cdir: Path, extra_args: tuple[str, ...] = (), gpu
             time.sleep(0.5)
         yield server
     finally:
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop(proc, 20)
 
 

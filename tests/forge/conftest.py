@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import time
 import urllib.request
 from pathlib import Path
 
 import pytest
+
+from papa_testkit.servers import free_port, stop
 
 ROOT = Path(__file__).resolve().parents[2]
 START_S = 300  # CPU start-up seen here: ~20 s; generous for a loaded CI machine
@@ -35,12 +36,6 @@ class Forge:
                 return r.status, json.load(r)
         except urllib.error.HTTPError as e:
             return e.code, json.loads(e.read() or b"{}")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="session")
@@ -63,7 +58,7 @@ def forge(tmp_path_factory):
     subprocess.run([python, "-m", "papa_testkit.build_forge_checkpoint", str(ckpt)], cwd=fdir, env=env, check=True,
                    capture_output=True)
     env.pop("PYTHONPATH")
-    port = _free_port()
+    port = free_port()
     log = data / "forge.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen([python, "launch.py", "--skip-prepare-environment", "--skip-install", "--always-cpu",
@@ -84,8 +79,4 @@ def forge(tmp_path_factory):
                 time.sleep(2)
         yield Forge(url, data, log)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop(proc, 30)
