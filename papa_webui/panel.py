@@ -85,6 +85,8 @@ def build() -> tuple[list, Callable]:
         with gr.Row():
             ratings = [gr.Radio(list(CHOICES), value="○", label=f"Image {i + 1}", visible=False, min_width=120,
                                 elem_id=f"papa_rate_{i}") for i in range(loop.MAX_BATCH)]
+        gr.Markdown("Keys, with the pointer over this panel: 1-9 pick an image, ↑ 👍, ↓ 👎, 0 ○, Enter saves "
+                    "(javascript/papa_keys.js).", elem_id="papa_keys_hint")
         with gr.Row():
             save = gr.Button("Save answers", variant="primary", elem_id="papa_save")
             update = gr.Button("Update", elem_id="papa_update")

@@ -64,7 +64,10 @@ def forge(tmp_path_factory):
         proc = subprocess.Popen([python, "launch.py", "--skip-prepare-environment", "--skip-install", "--always-cpu",
                                  "--api", "--skip-torch-cuda-test", "--skip-version-check", "--no-download-sd-model",
                                  "--port", str(port), "--data-dir", str(data), "--ckpt", str(ckpt),
-                                 "--lora-dir", str(data / "models" / "Lora")], cwd=fdir, env=env, stdout=out,
+                                 "--lora-dir", str(data / "models" / "Lora"),
+                                 # with --data-dir gradio serves only that folder: the UI's own scripts and
+                                 # this extension's (a symlink) must be allowed too, or the page has no Generate
+                                 "--gradio-allowed-path", str(fdir), "--gradio-allowed-path", str(ROOT)], cwd=fdir, env=env, stdout=out,
                                 stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
