@@ -41,11 +41,11 @@ class TrustRegion:
         probe_timesteps: timesteps per probe image (stratified over t ≥ k).
     """
 
-    tolerance: float = 0.2
+    tolerance: float = 0.1
     max_scale: float = 2.0
-    evaluations: int = 4
+    evaluations: int = 5
     probe_images: int = 8
-    probe_timesteps: int = 4
+    probe_timesteps: int = 8
 
 
 @dataclass

@@ -57,3 +57,11 @@ def test_transfer_benchmark_runs_and_the_default_moves_two_models_alike(tmp_path
     assert m, last
     assert float(m.group(1)) <= 1.5 < float(m.group(2)), last
     assert (tmp_path / "results.json").exists() and (tmp_path / "summary.md").exists()
+
+
+def test_trust_region_cost_benchmark_reports_a_ratio():
+    out = subprocess.run([sys.executable, "-m", "benchmarks.trust_region_cost", "--repeats", "1", "--rounds", "1"],
+                         capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert out.returncode == 0, out.stderr[-3000:]
+    m = re.fullmatch(r"trust region cost (\d+\.\d\d)×", out.stdout.strip().splitlines()[-1])
+    assert m and float(m.group(1)) > 0, out.stdout[-500:]
