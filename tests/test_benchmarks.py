@@ -65,3 +65,13 @@ def test_trust_region_cost_benchmark_reports_a_ratio():
     assert out.returncode == 0, out.stderr[-3000:]
     m = re.fullmatch(r"trust region cost (\d+\.\d\d)×", out.stdout.strip().splitlines()[-1])
     assert m and float(m.group(1)) > 0, out.stdout[-500:]
+
+
+def test_bold_terms_benchmark_splits_one_update_into_its_terms():
+    out = subprocess.run([sys.executable, "-m", "benchmarks.bold_terms", "--seeds", "0", "--rounds", "1",
+                          "--eval-size", "16"],
+                         capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert out.returncode == 0, out.stderr[-3000:]
+    last = out.stdout.strip().splitlines()[-1]
+    assert re.fullmatch(r"ink change per update \(base sd\): full [+-]\d+\.\d\d preference [+-]\d+\.\d\d "
+                        r"similarity [+-]\d+\.\d\d", last), last
