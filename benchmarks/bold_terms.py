@@ -20,7 +20,7 @@ from dataclasses import replace
 
 import torch
 
-from papa_core.digits.loop import DigitsWorld, LoopConfig, run_loop
+from papa_core.digits.loop import LoopConfig, run_loop
 from papa_core.digits.metrics import ink_mass
 from papa_core.digits.user import binary_feedback
 from papa_core.session import SessionStore
@@ -37,9 +37,8 @@ def _configs(base):
 
 def one_seed(seed: int, rounds: int, eval_size: int) -> dict:
     cfg = LoopConfig(rounds=rounds, task="bold", seed=seed, eval_size=eval_size, eval_rounds=(rounds,))
-    world = DigitsWorld(cfg)
     with tempfile.TemporaryDirectory() as tmp:
-        _, session, _ = run_loop(cfg, SessionStore(tmp), "terms", world=world)
+        _, session, world = run_loop(cfg, SessionStore(tmp), "terms")
     seeds, imgs = world.query(session, rounds)
     fb = binary_feedback(world.preference, imgs)
     session.add_round(imgs, {}, seeds)

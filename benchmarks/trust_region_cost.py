@@ -17,7 +17,7 @@ from dataclasses import replace
 
 import torch
 
-from papa_core.digits.loop import DigitsWorld, LoopConfig, run_loop
+from papa_core.digits.loop import LoopConfig, run_loop
 from papa_core.session import SessionStore
 from papa_core.update import update
 
@@ -29,9 +29,8 @@ def main() -> None:
     a = p.parse_args()
     torch.manual_seed(0)
     cfg = LoopConfig(rounds=a.rounds, eval_every=a.rounds)
-    world = DigitsWorld(cfg)
     with tempfile.TemporaryDirectory() as tmp:
-        _, session, _ = run_loop(cfg, SessionStore(tmp), "cost", world=world)
+        _, session, world = run_loop(cfg, SessionStore(tmp), "cost")
     with_tr = world.update_config
     without = replace(with_tr, strength=None)
     times: dict[str, list[float]] = {"with": [], "without": []}
