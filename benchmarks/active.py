@@ -3,9 +3,10 @@
     python -m benchmarks.active --out docs/benchmarks/active                  # class task, 3 seeds
     python -m benchmarks.active --out docs/benchmarks/active --task bold
 
-Every strategy uses the default update, the same simulated person, the same seeds and 10 labels per
-round; ``random`` shows a plain batch (today's behaviour, no extra generation), the others pick the
-10 from a pool of ``--pool`` candidates. Results are appended to <out>/results.json after every run
+Every strategy uses the default update, the same simulated person, the same seeds and the same
+labels per round (``--batch``, default 4: what PAPA Generate Batch shows unless told); ``random``
+shows a plain batch (no extra generation), the others pick the batch from a pool of ``--pool``
+candidates (default ``POOL_FACTOR`` × the batch). Results are appended to <out>/results.json after every run
 (a restarted benchmark skips runs already there); the table goes to <out>/summary_<task>.md. The
 last line: labels to 90 % preferred on the class task, mean over seeds, for ``random`` and for
 the best active strategy (``>N`` where a seed does not reach it within N labels).
@@ -22,7 +23,7 @@ from pathlib import Path
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from papa_core.digits.loop import LoopConfig, checkpoint_dicts, run_loop  # noqa: E402
-from papa_core.selection import STRATEGIES  # noqa: E402
+from papa_core.selection import POOL_FACTOR, STRATEGIES  # noqa: E402
 from papa_core.session import SessionStore  # noqa: E402
 
 from .results import ResultsFile, mean_sd  # noqa: E402
@@ -31,14 +32,14 @@ TARGET = {"classes": 0.90, "bold": 0.85}
 TABLE_ROUNDS = (2, 5, 10, 20)
 
 
-def run_one(strategy: str, seed: int, task: str, rounds: int, pool: int, eval_rounds: tuple[int, ...],
-            eval_size: int) -> dict:
-    cfg = LoopConfig(rounds=rounds, seed=seed, task=task, eval_size=eval_size, eval_rounds=eval_rounds,
-                     selection=strategy, pool_size=0 if strategy == "random" else pool)
+def run_one(strategy: str, seed: int, task: str, rounds: int, batch: int, pool: int,
+            eval_rounds: tuple[int, ...], eval_size: int) -> dict:
+    cfg = LoopConfig(rounds=rounds, seed=seed, task=task, batch_size=batch, eval_size=eval_size,
+                     eval_rounds=eval_rounds, selection=strategy, pool_size=0 if strategy == "random" else pool)
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         history, session, world = run_loop(cfg, SessionStore(tmp), f"active-{strategy}-{seed}")
-    return {"strategy": strategy, "seed": seed, "task": task, "rounds": rounds, "pool": cfg.pool_size,
+    return {"strategy": strategy, "seed": seed, "task": task, "rounds": rounds, "batch": batch, "pool": cfg.pool_size,
             "eval_size": eval_size, "device": f"CPU ({os.cpu_count()} cores)",
             "wall_seconds": time.perf_counter() - t0, "query_seconds": world.query_seconds,
             "labels": session.label_count, "checkpoints": checkpoint_dicts(history)}
@@ -56,10 +57,10 @@ def mean_labels(runs: list[dict], target: float) -> str:
     return f"{statistics.mean(reached):.0f}"
 
 
-def summarise(results: list[dict], task: str) -> tuple[str, dict[str, str]]:
-    rows = [r for r in results if r["task"] == task]
+def summarise(results: list[dict], task: str, batch: int) -> tuple[str, dict[str, str]]:
+    rows = [r for r in results if r["task"] == task and r["batch"] == batch]
     target = TARGET[task]
-    lines = [f"### {task} task — mean ± sd over seeds {sorted({r['seed'] for r in rows})}", "",
+    lines = [f"### {task} task, {batch} labels a round — mean ± sd over seeds {sorted({r['seed'] for r in rows})}", "",
              f"| strategy | labels to {target:.0%} | round | preferred | confident (>0.9) | nearest-real | diversity "
              "| generation s / label |", "|---|---|---|---|---|---|---|---|"]
     reach = {}
@@ -82,27 +83,30 @@ def main() -> None:
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--task", default="classes", choices=sorted(TARGET))
     p.add_argument("--rounds", type=int, default=20)
-    p.add_argument("--pool", type=int, default=30, help="candidates per round for the active strategies")
+    p.add_argument("--batch", type=int, default=4, help="labels per round: images shown (default 4)")
+    p.add_argument("--pool", type=int, default=None, help="candidates per round for the active strategies "
+                   f"(default {POOL_FACTOR} × the batch)")
     p.add_argument("--eval-rounds", nargs="+", type=int, default=[1, 2, 3, 4, 5, 6, 8, 10, 12, 15, 20])
     p.add_argument("--eval-size", type=int, default=64)
     p.add_argument("--out", default="docs/benchmarks/active")
     a = p.parse_args()
     out = Path(a.out)
-    store = ResultsFile(out, ("strategy", "seed", "task", "rounds"))
+    store = ResultsFile(out, ("strategy", "seed", "task", "rounds", "batch"))
+    pool = a.pool or POOL_FACTOR * a.batch
     for s in a.strategies:
         for seed in a.seeds:
-            if store.done(strategy=s, seed=seed, task=a.task, rounds=a.rounds):
+            if store.done(strategy=s, seed=seed, task=a.task, rounds=a.rounds, batch=a.batch):
                 continue
-            r = run_one(s, seed, a.task, a.rounds, a.pool, tuple(x for x in a.eval_rounds if x <= a.rounds),
+            r = run_one(s, seed, a.task, a.rounds, a.batch, pool, tuple(x for x in a.eval_rounds if x <= a.rounds),
                         a.eval_size)
             store.add(r)
             print(f"{s} seed {seed} ({a.task}): preferred {r['checkpoints'][0]['preferred']:.3f} -> "
                   f"{r['checkpoints'][-1]['preferred']:.3f}, labels to {TARGET[a.task]:.0%}: "
                   f"{labels_to(r, TARGET[a.task])}, {r['wall_seconds']:.0f}s", flush=True)
-    text, _ = summarise(store.results, a.task)
-    (out / f"summary_{a.task}.md").write_text(text + "\n")
+    text, _ = summarise(store.results, a.task, a.batch)
+    (out / f"summary_{a.task}_{a.batch}.md").write_text(text + "\n")
     print(text)
-    _, reach = summarise(store.results, "classes")
+    _, reach = summarise(store.results, "classes", a.batch)
     active = {s: v for s, v in reach.items() if s != "random"}
     if "random" in reach and active:
         best = min(active, key=lambda s: (active[s].startswith(">"), int(active[s].lstrip(">"))))

@@ -21,7 +21,7 @@ from .errors import FeedbackError, PapaError
 from .feedback import parse_feedback
 from .lora_io import export_lora
 from .plotting import image_grid, line_plot
-from .selection import DEFAULT_STRATEGY, STRATEGIES
+from .selection import DEFAULT_STRATEGY, POOL_FACTOR, STRATEGIES
 from .session import SessionStore
 from .summary import like_rate_by_round
 
@@ -47,7 +47,7 @@ def build_parser(sub=None) -> argparse.ArgumentParser:
     p.add_argument("--select", nargs="?", const=DEFAULT_STRATEGY, choices=STRATEGIES, default=None,
                    help=f"show the batch chosen from a pool of candidates by this strategy (alone: {DEFAULT_STRATEGY}, "
                    "the best measured); without it, each round shows a plain batch")
-    p.add_argument("--pool", type=int, default=None, help="candidates per round with --select (default 3 × batch)")
+    p.add_argument("--pool", type=int, default=None, help=f"candidates per round with --select (default {POOL_FACTOR} × batch)")
     p.add_argument("--interactive", action="store_true",
                    help="you rate each round in the terminal instead of the simulated user")
     return p
@@ -61,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     if min(args.rounds, args.batch_size, args.eval_size, args.final_eval) < 1 or args.eval_every < 0:
         raise PapaError("--rounds, --batch-size, --eval-size and --final-eval must be at least 1, --eval-every ≥ 0")
-    pool = 0 if args.select is None else (args.pool or 3 * args.batch_size)
+    pool = 0 if args.select is None else (args.pool or POOL_FACTOR * args.batch_size)
     if args.select is not None and pool < args.batch_size:
         raise PapaError(f"--pool {pool} is smaller than the batch ({args.batch_size}): give at least the batch size")
     every = args.eval_every

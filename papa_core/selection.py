@@ -26,8 +26,10 @@ from .errors import PapaError
 from .session import Session
 
 STRATEGIES = ("random", "diverse", "uncertain", "mixed")
-DEFAULT_STRATEGY = "mixed"  # what --select and PAPA Generate Batch use unless told (docs/benchmarks.md §6)
+DEFAULT_STRATEGY = "uncertain"  # what --select and PAPA Generate Batch use unless told: fewest labels on both
+# tasks and the only one that kept the quality guards at every checkpoint (docs/benchmarks.md §6)
 MIXED_SWITCH_LABELS = 20  # ``mixed`` turns to uncertainty once this many labels exist
+POOL_FACTOR = 4  # candidates per shown image where a pool is asked for without a size (the measured one, §6)
 
 
 def features(latents: torch.Tensor, side: int = 8) -> torch.Tensor:

@@ -1,7 +1,7 @@
 """Build a random-weight SD1.5-format checkpoint that ComfyUI's CheckpointLoaderSimple detects as SD1.5.
 
 Run with ComfyUI importable (``papa_testkit.comfy.server_env(cdir)``, cwd = COMFYUI_DIR):
-    python build_checkpoint.py OUT.safetensors
+    python -m papa_testkit.build_checkpoint OUT.safetensors
 The UNet keeps what detection keys on (model_channels 320, context 768) but has two levels and one
 block per level, so CPU runs are short; CLIP-L and the VAE have their real shapes. Weights are drawn
 with std 1/sqrt(fan_in), so activations and images stay in a sensible range.

@@ -58,8 +58,12 @@ def cached_checkpoint(cdir: Path) -> Path:
     path = cache / CKPT
     if not path.exists():
         tmp = path.with_suffix(".tmp.safetensors")
-        subprocess.run([sys.executable, str(HERE / "build_checkpoint.py"), str(tmp)], cwd=cdir, env=server_env(cdir),
-                       check=True, capture_output=True)
+        # as a module, not by path: run by path, its own folder would be searched first for imports and this
+        # package's comfy.py would hide ComfyUI's ``comfy``
+        r = subprocess.run([sys.executable, "-m", "papa_testkit.build_checkpoint", str(tmp)], cwd=cdir,
+                           env=server_env(cdir), capture_output=True, text=True)
+        if r.returncode != 0:
+            raise RuntimeError(f"building the test checkpoint failed:\n{r.stderr[-3000:]}")
         tmp.rename(path)
     return path
 

@@ -1,4 +1,5 @@
 """The update-speed benchmark runs end to end (on a toy-width UNet), so a GPU run is not its first run."""
+import json
 import re
 import subprocess
 import sys
@@ -75,3 +76,15 @@ def test_bold_terms_benchmark_splits_one_update_into_its_terms():
     last = out.stdout.strip().splitlines()[-1]
     assert re.fullmatch(r"ink change per update \(base sd\): full [+-]\d+\.\d\d preference [+-]\d+\.\d\d "
                         r"similarity [+-]\d+\.\d\d", last), last
+
+
+def test_active_benchmark_compares_strategies_at_the_same_labels_per_round(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "benchmarks.active", "--seeds", "0", "--rounds", "1", "--strategies",
+                          "random", "uncertain", "--eval-rounds", "1", "--eval-size", "8", "--out", str(tmp_path)],
+                         capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert re.fullmatch(r"labels to 90%: random >?\d+ active >?\d+", out.stdout.strip().splitlines()[-1])
+    runs = {r["strategy"]: r for r in json.loads((tmp_path / "results.json").read_text())}
+    assert {s: (r["batch"], r["pool"], r["labels"]) for s, r in runs.items()} == {"random": (4, 0, 4),
+                                                                                   "uncertain": (4, 16, 4)}
+    assert (tmp_path / "summary_classes_4.md").exists()
