@@ -1,15 +1,15 @@
 """Active queries on the embedded digits model: labels to the target, per selection strategy.
 
     python -m benchmarks.active --out docs/benchmarks/active                  # class task, 3 seeds
-    python -m benchmarks.active --out docs/benchmarks/active --task bold
+    python -m benchmarks.active --out docs/benchmarks/active_bold --task bold --strategies random uncertain mixed
 
 Every strategy uses the default update, the same simulated person, the same seeds and the same
 labels per round (``--batch``, default 4: what PAPA Generate Batch shows unless told); ``random``
 shows a plain batch (no extra generation), the others pick the batch from a pool of ``--pool``
 candidates (default ``POOL_FACTOR`` × the batch). Results are appended to <out>/results.json after every run
-(a restarted benchmark skips runs already there); the table goes to <out>/summary_<task>.md. The
-last line: labels to 90 % preferred on the class task, mean over seeds, for ``random`` and for
-the best active strategy (``>N`` where a seed does not reach it within N labels).
+(a restarted benchmark skips runs already there); the table goes to <out>/summary_<task>_<batch>.md. The
+last line: labels to 90 % preferred on the class task at the run's ``--batch``, mean over seeds, for
+``random`` and for the best active strategy (``>N`` where a seed does not reach it within N labels).
 """
 from __future__ import annotations
 
