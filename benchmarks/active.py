@@ -4,7 +4,7 @@
     python -m benchmarks.active --out docs/benchmarks/active_bold --task bold --strategies random uncertain mixed
 
 Every strategy uses the default update, the same simulated person, the same seeds and the same
-labels per round (``--batch``, default 4: what PAPA Generate Batch shows unless told); ``random``
+labels per round (``--batch``, default ``SHOWN_PER_ROUND``: what PAPA Generate Batch shows unless told); ``random``
 shows a plain batch (no extra generation), the others pick the batch from a pool of ``--pool``
 candidates (default ``POOL_FACTOR`` × the batch). Results are appended to <out>/results.json after every run
 (a restarted benchmark skips runs already there); the table goes to <out>/summary_<task>_<batch>.md. The
@@ -23,7 +23,7 @@ from pathlib import Path
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from papa_core.digits.loop import LoopConfig, checkpoint_dicts, run_loop  # noqa: E402
-from papa_core.selection import POOL_FACTOR, STRATEGIES  # noqa: E402
+from papa_core.selection import POOL_FACTOR, SHOWN_PER_ROUND, STRATEGIES  # noqa: E402
 from papa_core.session import SessionStore  # noqa: E402
 
 from .results import ResultsFile, mean_sd  # noqa: E402
@@ -83,7 +83,8 @@ def main() -> None:
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--task", default="classes", choices=sorted(TARGET))
     p.add_argument("--rounds", type=int, default=20)
-    p.add_argument("--batch", type=int, default=4, help="labels per round: images shown (default 4)")
+    p.add_argument("--batch", type=int, default=SHOWN_PER_ROUND,
+                   help=f"labels per round: images shown (default {SHOWN_PER_ROUND}, as PAPA Generate Batch)")
     p.add_argument("--pool", type=int, default=None, help="candidates per round for the active strategies "
                    f"(default {POOL_FACTOR} × the batch)")
     p.add_argument("--eval-rounds", nargs="+", type=int, default=[1, 2, 3, 4, 5, 6, 8, 10, 12, 15, 20])
@@ -93,6 +94,9 @@ def main() -> None:
     out = Path(a.out)
     store = ResultsFile(out, ("strategy", "seed", "task", "rounds", "batch"))
     pool = a.pool or POOL_FACTOR * a.batch
+    if a.batch < 1 or pool < a.batch:
+        p.error(f"--batch must be at least 1 and --pool at least the batch (got --batch {a.batch}, pool {pool}); "
+                f"leave --pool out for {POOL_FACTOR} × the batch")
     for s in a.strategies:
         for seed in a.seeds:
             if store.done(strategy=s, seed=seed, task=a.task, rounds=a.rounds, batch=a.batch):

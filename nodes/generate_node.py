@@ -1,7 +1,7 @@
 """PAPA Generate Batch: ComfyUI's own sampler with the session's LoRA; the batch becomes the pending round."""
 from __future__ import annotations
 
-from ..papa_core.selection import DEFAULT_STRATEGY, STRATEGIES
+from ..papa_core.selection import DEFAULT_STRATEGY, SHOWN_PER_ROUND, STRATEGIES
 from ..papa_core.summary import summarize
 from .common import CATEGORY, SESSION, preview_images
 from .loop import Sampling, generate_batch
@@ -32,8 +32,9 @@ class PAPAGenerateBatch:
             "negative": ("CONDITIONING", {"tooltip": "The negative prompt (used for sampling only)."}),
             "vae": ("VAE", {"tooltip": "Decodes the latents into the images you rate."}),
             "session": (SESSION, {"tooltip": "From PAPA Session (or the session output of another PAPA node)."}),
-            "batch_size": ("INT", {"default": 4, "min": 1, "max": MAX_BATCH, "tooltip": "Images per round. More "
-                                   "images per round give each update more signal."}),
+            "batch_size": ("INT", {"default": SHOWN_PER_ROUND, "min": 1, "max": MAX_BATCH, "tooltip": "Images per "
+                                   "round. Every update moves the model by the same amount, so small rounds need "
+                                   "fewer clicks in all; larger ones give each update more signal."}),
             "seed": ("INT", {"default": 0, "min": 0, "max": 0xffffffffffffffff, "control_after_generate": True,
                              "tooltip": "Noise seed; image i of the batch is reproducible as batch index i."}),
             "steps": ("INT", {"default": 20, "min": 1, "max": 10000, "tooltip": "Sampling steps."}),

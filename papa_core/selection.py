@@ -29,6 +29,8 @@ STRATEGIES = ("random", "diverse", "uncertain", "mixed")
 DEFAULT_STRATEGY = "uncertain"  # what --select and PAPA Generate Batch use unless told: fewest labels on both
 # tasks and the only one that kept the quality guards at every checkpoint (docs/benchmarks.md §6)
 MIXED_SWITCH_LABELS = 20  # ``mixed`` turns to uncertainty once this many labels exist
+SHOWN_PER_ROUND = 4  # images a round shows unless told (PAPA Generate Batch): rounds of 4 need a third of the
+# labels of rounds of 10, each update moving the model as far (docs/benchmarks.md §6.1)
 POOL_FACTOR = 4  # candidates per shown image where a pool is asked for without a size (the measured one, §6)
 
 
