@@ -88,3 +88,32 @@ def test_active_benchmark_compares_strategies_at_the_same_labels_per_round(tmp_p
     assert {s: (r["batch"], r["pool"], r["labels"]) for s, r in runs.items()} == {"random": (4, 0, 4),
                                                                                    "uncertain": (4, 16, 4)}
     assert (tmp_path / "summary_classes_4.md").exists()
+
+
+def test_bold_walk_agreement_has_the_sign_of_the_answers():
+    import torch
+
+    from benchmarks.bold_walk import agreement
+    from papa_core.digits.loop import DigitsWorld, LoopConfig
+
+    d = DigitsWorld(LoopConfig(eval_size=8, sampling_steps=4)).denoiser
+    base = {k: v.detach().clone() for k, v in d.get_lora_state().items()}
+    ruined = {k: v + 0.5 * torch.randn(v.shape, generator=torch.Generator().manual_seed(1)) for k, v in base.items()}
+    x0 = torch.rand((3, 1, 16, 16), generator=torch.Generator().manual_seed(2)) * 2 - 1
+
+    def g(before, after, y):
+        return agreement(d, before, after, x0, torch.tensor(y), 400, torch.Generator().manual_seed(3))
+
+    # a LoRA of large random weights denoises every image worse: against liked images, with disliked ones
+    assert g(base, ruined, [1.0, 1.0, 1.0]) < 0 < g(base, ruined, [-1.0, -1.0, -1.0])
+    assert g(base, base, [1.0, -1.0, 1.0]) == 0
+    assert g(ruined, base, [1.0, 0.0, -1.0]) == -g(base, ruined, [1.0, 0.0, -1.0])
+
+
+def test_bold_walk_benchmark_reports_every_round():
+    out = subprocess.run([sys.executable, "-m", "benchmarks.bold_walk", "--seeds", "0", "--rounds", "2",
+                          "--eval-size", "16"], capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert out.returncode == 0, out.stderr[-3000:]
+    lines = out.stdout.strip().splitlines()
+    assert sum(line.startswith("seed 0 round") for line in lines) == 2, out.stdout[-2000:]
+    assert re.fullmatch(r"updates against the answers \d+/2, step at its cap \d+/2", lines[-1]), lines[-1]
