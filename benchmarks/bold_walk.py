@@ -33,7 +33,7 @@ import torch
 from papa_core.digits.loop import DigitsWorld, LoopConfig, run_loop
 from papa_core.gradients import accumulate_gradients
 from papa_core.session import SessionStore
-from papa_core.trust_region import TrustRegion
+from papa_core.trust_region import TrustRegion, make_probe
 
 PROBE_TIMESTEPS = 8  # as the trust region's probe
 GRADIENT_TIMESTEPS = 16  # a steadier gradient than the update's 4 per image
@@ -45,21 +45,19 @@ def _state(d) -> dict:
 
 @torch.no_grad()
 def agreement(d, before: dict, after: dict, x0: torch.Tensor, y: torch.Tensor, k: int, g: torch.Generator) -> float:
-    """g above, for images x0 [B, C, H, W] with answers y [B] (0 = neutral, no weight)."""
-    per = PROBE_TIMESTEPS
-    n, T = x0.shape[0] * per, d.schedule.num_timesteps
-    idx = torch.arange(x0.shape[0]).repeat_interleave(per)
-    strata = torch.arange(per).repeat(x0.shape[0])
-    t = (k + (strata + torch.rand(n, generator=g)) * (T - k) / per).long().clamp(max=T - 1)
-    eps = torch.randn((n, *x0.shape[1:]), generator=g)
-    x_t = d.schedule.add_noise(x0[idx].float().cpu(), eps, t).to(d.device)
-    err = []
-    for state in (before, after):
-        d.set_lora_state(state)
-        pred = d.eps(x_t, t.to(d.device), {}).float().cpu()
-        err.append(((pred - eps) ** 2).flatten(1).mean(1).double())
-    yw = y[idx].double() * d.schedule.elbo_weights()[t]
-    return float((yw * (err[0] - err[1])).sum() / yw.abs().sum())
+    """g above, for images x0 [B, C, H, W] with answers y [B] (0 = neutral, no weight), on the trust
+    region's kind of probe (``PROBE_TIMESTEPS`` per image, stratified over t ≥ k)."""
+    d.set_lora_state(before)
+    probe = make_probe(d, x0, {}, k, PROBE_TIMESTEPS, g, chunk=x0.shape[0] * PROBE_TIMESTEPS)
+    d.set_lora_state(after)
+    pred = d.eps(probe.x_t, probe.t, probe.cond).float().cpu()
+
+    def err(eps_hat: torch.Tensor) -> torch.Tensor:
+        return ((eps_hat.float().cpu() - probe.noise) ** 2).flatten(1).mean(1).double()
+
+    t = probe.t.cpu()
+    yw = y.repeat_interleave(PROBE_TIMESTEPS).double() * d.schedule.elbo_weights()[t]
+    return float((yw * (err(probe.eps0) - err(pred))).sum() / yw.abs().sum())
 
 
 def term_gradients(d, state: dict, x0: torch.Tensor, y: torch.Tensor, objective,

@@ -52,13 +52,15 @@ class TrustRegion:
 class Probe:
     """Fixed (x_t, t, c) pairs and the predictions ε_θ₀ of the LoRA before the update.
 
-    x_t [P, C, H, W], t long [P], cond: batched like x_t, eps0 [P, C, H, W] float.
+    x_t [P, C, H, W], t long [P], cond: batched like x_t, eps0 [P, C, H, W] float; noise [P, C, H, W]
+    float on the CPU, the ε each x_t was made with (for errors ‖ε̂ − ε‖², ``benchmarks.bold_walk``).
     """
 
     x_t: torch.Tensor
     t: torch.Tensor
     cond: Conditioning
     eps0: torch.Tensor
+    noise: torch.Tensor
 
 
 @torch.no_grad()
@@ -76,7 +78,7 @@ def make_probe(denoiser: Denoiser, x0: torch.Tensor, cond: Conditioning, k: int,
     noise = torch.randn((n, *x0.shape[1:]), generator=g)
     x_t = denoiser.schedule.add_noise(x0[idx].float().cpu(), noise, t).to(dev)
     t, c = t.to(dev), {key: v[idx].to(dev) for key, v in cond.items()}
-    return Probe(x_t, t, c, _predict(denoiser, x_t, t, c, chunk))
+    return Probe(x_t, t, c, _predict(denoiser, x_t, t, c, chunk), noise)
 
 
 def _predict(denoiser: Denoiser, x_t, t, cond, chunk: int) -> torch.Tensor:
