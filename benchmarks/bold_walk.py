@@ -35,7 +35,7 @@ from papa_core.gradients import accumulate_gradients
 from papa_core.session import SessionStore
 from papa_core.trust_region import TrustRegion, make_probe
 
-PROBE_TIMESTEPS = 8  # as the trust region's probe
+PROBE_TIMESTEPS = TrustRegion().probe_timesteps  # the trust region's own probe
 GRADIENT_TIMESTEPS = 16  # a steadier gradient than the update's 4 per image
 
 
