@@ -23,7 +23,8 @@ from pathlib import Path
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from papa_core.digits.loop import LoopConfig, checkpoint_dicts, run_loop  # noqa: E402
-from papa_core.selection import POOL_FACTOR, SHOWN_PER_ROUND, STRATEGIES  # noqa: E402
+from papa_core.errors import PapaError  # noqa: E402
+from papa_core.selection import POOL_FACTOR, SHOWN_PER_ROUND, STRATEGIES, pool_size  # noqa: E402
 from papa_core.session import SessionStore  # noqa: E402
 
 from .results import ResultsFile, mean_sd  # noqa: E402
@@ -93,10 +94,10 @@ def main() -> None:
     a = p.parse_args()
     out = Path(a.out)
     store = ResultsFile(out, ("strategy", "seed", "task", "rounds", "batch"))
-    pool = a.pool or POOL_FACTOR * a.batch
-    if a.batch < 1 or pool < a.batch:
-        p.error(f"--batch must be at least 1 and --pool at least the batch (got --batch {a.batch}, pool {pool}); "
-                f"leave --pool out for {POOL_FACTOR} × the batch")
+    try:
+        pool = pool_size(a.batch, a.pool)
+    except PapaError as e:
+        p.error(f"--batch / --pool: {e}")
     for s in a.strategies:
         for seed in a.seeds:
             if store.done(strategy=s, seed=seed, task=a.task, rounds=a.rounds, batch=a.batch):

@@ -86,27 +86,27 @@ def term_gradients(d, state: dict, x0: torch.Tensor, y: torch.Tensor, objective,
 def one_seed(seed: int, rounds: int, eval_size: int, task: str = "bold") -> list[dict]:
     cfg = LoopConfig(rounds=rounds, task=task, seed=seed, eval_size=eval_size,
                      eval_rounds=tuple(range(1, rounds + 1)))
+    world = DigitsWorld(cfg)
+    d, objective = world.denoiser, world.update_config.objective
     rows: list[dict] = []
-    box: dict = {}
+    before = _state(d)
 
     def on_round(r: int, imgs: torch.Tensor, fb: list[float], ck) -> None:
-        d, objective = box["world"].denoiser, box["world"].update_config.objective
+        nonlocal before
         after, y = _state(d), torch.tensor(fb, dtype=torch.float32)
         g = torch.Generator().manual_seed(seed * 1000 + r)
         row = {"seed": seed, "round": r + 1, "liked": sum(v > 0 for v in fb), "shown": len(fb),
-               "agreement": agreement(d, box["before"], after, imgs, y, objective.k, g),
+               "agreement": agreement(d, before, after, imgs, y, objective.k, g),
                "preferred": ck.preferred if ck else float("nan")}
-        row["ratio"], row["cos"], delta = term_gradients(d, box["before"], imgs, y, objective, seed * 1000 + r)
+        row["ratio"], row["cos"], delta = term_gradients(d, before, imgs, y, objective, seed * 1000 + r)
         row["delta_liked"] = _mean([v for v, a in zip(delta, fb) if a > 0])
         row["delta_disliked"] = _mean([v for v, a in zip(delta, fb) if a < 0])
-        d.set_lora_state(after)
-        box["before"] = after
+        d.set_lora_state(after)  # the loop goes on from the update it made
+        before = after
         rows.append(row)
 
-    box["world"] = DigitsWorld(cfg)
-    box["before"] = _state(box["world"].denoiser)
     with tempfile.TemporaryDirectory() as tmp:
-        _, session, _ = run_loop(cfg, SessionStore(tmp), "walk", on_round=on_round, world=box["world"])
+        _, session, _ = run_loop(cfg, SessionStore(tmp), "walk", on_round=on_round, world=world)
     for row, rnd in zip(rows, session.rounds):
         row["step_scale"] = (rnd.update or {}).get("step_scale")
     return rows
@@ -128,6 +128,9 @@ def main() -> None:
     p.add_argument("--eval-size", type=int, default=64, help="evaluation samples (the bold threshold is set on them)")
     p.add_argument("--task", choices=("bold", "classes"), default="bold", help="classes: the same measures, for contrast")
     a = p.parse_args()
+    if a.rounds < 1 or a.eval_size < 2:
+        p.error(f"--rounds must be at least 1 and --eval-size at least 2 (the bold threshold is a percentile of "
+                f"the evaluation samples); got --rounds {a.rounds}, --eval-size {a.eval_size}")
     cap = TrustRegion().max_scale
     rows = []
     for seed in a.seeds:

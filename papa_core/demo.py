@@ -21,7 +21,7 @@ from .errors import FeedbackError, PapaError
 from .feedback import parse_feedback
 from .lora_io import export_lora
 from .plotting import image_grid, line_plot
-from .selection import DEFAULT_STRATEGY, POOL_FACTOR, STRATEGIES
+from .selection import DEFAULT_STRATEGY, POOL_FACTOR, STRATEGIES, pool_size
 from .session import SessionStore
 from .summary import like_rate_by_round
 
@@ -61,9 +61,10 @@ def run(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     if min(args.rounds, args.batch_size, args.eval_size, args.final_eval) < 1 or args.eval_every < 0:
         raise PapaError("--rounds, --batch-size, --eval-size and --final-eval must be at least 1, --eval-every ≥ 0")
-    pool = 0 if args.select is None else (args.pool or POOL_FACTOR * args.batch_size)
-    if args.select is not None and pool < args.batch_size:
-        raise PapaError(f"--pool {pool} is smaller than the batch ({args.batch_size}): give at least the batch size")
+    try:
+        pool = 0 if args.select is None else pool_size(args.batch_size, args.pool)
+    except PapaError as e:
+        raise PapaError(f"--batch-size / --pool: {e}") from None
     every = args.eval_every
     cfg = LoopConfig(rounds=args.rounds, batch_size=args.batch_size, eval_size=args.eval_size, preset=args.preset,
                      task=args.task, seed=args.seed, pool_size=pool, selection=args.select or "random",

@@ -34,6 +34,16 @@ SHOWN_PER_ROUND = 4  # images a round shows unless told (PAPA Generate Batch): r
 POOL_FACTOR = 4  # candidates per shown image where a pool is asked for without a size (the measured one, §6)
 
 
+def pool_size(batch: int, pool: Optional[int] = None) -> int:
+    """Candidates per round for a batch of ``batch`` shown images: ``pool``, or ``POOL_FACTOR`` × the batch
+    when it is not given. A batch below 1 or a pool below the batch is refused, saying what to give."""
+    n = pool or POOL_FACTOR * batch
+    if batch < 1 or n < batch:
+        raise PapaError(f"a pool of {n} candidates cannot fill a batch of {batch}: the batch must be at least 1 and "
+                        f"the pool at least the batch; leave the pool out for {POOL_FACTOR} × the batch")
+    return n
+
+
 def features(latents: torch.Tensor, side: int = 8) -> torch.Tensor:
     """[N, C, H, W] latents → [N, D] standardised features (each channel average-pooled to ≤ side×side)."""
     x = latents.detach().float().cpu()

@@ -55,3 +55,12 @@ def test_features_compare_latents_of_any_size_and_bad_requests_say_what_to_do():
         select(torch.randn(3, 1, 8, 8), 4)
     with pytest.raises(PapaError, match="selection must be one of"):
         select(torch.randn(3, 1, 8, 8), 2, "best")
+
+
+def test_pool_size_defaults_to_a_multiple_of_the_batch_and_refuses_a_pool_below_it():
+    from papa_core.selection import POOL_FACTOR, pool_size
+
+    assert pool_size(4) == POOL_FACTOR * 4 and pool_size(4, 6) == 6
+    for batch, pool in ((4, 3), (0, None)):
+        with pytest.raises(PapaError, match="leave the pool out"):
+            pool_size(batch, pool)
