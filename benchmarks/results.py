@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import json
 import statistics
+import sys
 from pathlib import Path
+from typing import Optional
 
 
 class ResultsFile:
@@ -15,9 +17,24 @@ class ResultsFile:
         self.path, self.key = out / "results.json", key
         self.results: list[dict] = json.loads(self.path.read_text()) if self.path.exists() else []
 
-    def done(self, **run) -> bool:
+    def done(self, settings: Optional[dict] = None, **run) -> bool:
+        """Whether a run with these key fields is already in the file. A skipped run is named on stderr:
+        the file may hold runs of an older engine, and a re-run that prints them unchanged must not pass
+        for a new measurement. A stored run whose ``settings`` fields (e.g. the update config) differ
+        is refused with what to do, never mixed into the new ones."""
         want = tuple(run[k] for k in self.key)
-        return any(tuple(r[k] for k in self.key) == want for r in self.results)
+        found = next((r for r in self.results if tuple(r[k] for k in self.key) == want), None)
+        if found is None:
+            return False
+        name = ", ".join(f"{k} {run[k]}" for k in self.key)
+        settings = json.loads(json.dumps(settings or {}))  # as the file stores them: tuples become lists
+        differ = sorted(k for k, v in settings.items() if found.get(k) != v)
+        if differ:
+            raise SystemExit(f"{self.path} already holds the run {name} made with other {', '.join(differ)}: "
+                             "move that file away or give another --out to measure these settings")
+        print(f"{self.path}: {name} is already there, skipped (delete the file or give another --out to "
+              "measure it again)", file=sys.stderr, flush=True)
+        return True
 
     def add(self, result: dict) -> None:
         self.results.append(result)

@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -117,3 +119,18 @@ def test_bold_walk_benchmark_reports_every_round():
     lines = out.stdout.strip().splitlines()
     assert sum(line.startswith("seed 0 round") for line in lines) == 2, out.stdout[-2000:]
     assert re.fullmatch(r"updates against the answers \d+/2, step at its cap \d+/2", lines[-1]), lines[-1]
+
+
+def test_results_file_names_what_it_skips_and_refuses_runs_made_with_other_settings(tmp_path, capsys):
+    """A re-run over an existing results.json must not pass stored runs off as new ones."""
+    from benchmarks.results import ResultsFile
+
+    store = ResultsFile(tmp_path, ("method", "seed"))
+    assert not store.done({"eval_size": 64}, method="default", seed=0)
+    store.add({"method": "default", "seed": 0, "eval_size": 64, "update_config": {"strength": 0.06, "steps": [4]}})
+    again = ResultsFile(tmp_path, ("method", "seed"))  # as a restarted benchmark reads it
+    assert again.done({"eval_size": 64, "update_config": {"strength": 0.06, "steps": (4,)}}, method="default", seed=0)
+    assert "method default, seed 0 is already there, skipped" in capsys.readouterr().err
+    assert not again.done({"eval_size": 64}, method="default", seed=1)
+    with pytest.raises(SystemExit, match="made with other update_config: move that file away"):
+        again.done({"eval_size": 64, "update_config": {"strength": 0.09, "steps": [4]}}, method="default", seed=0)
