@@ -102,8 +102,9 @@ def main() -> None:
     runs = [(m + a.suffix, m, {}) for m in a.methods] + [(n + a.suffix, p_, json.loads(j)) for n, p_, j in a.variant]
     for m, preset, overrides in runs:
         for s in a.seeds:
-            settings = {"update_config": LoopConfig(preset=preset, seed=s, update_overrides=overrides).update_config().to_dict(),
-                        "eval_size": a.eval_size, "label_noise": a.label_noise, "skip_unsure": a.skip_unsure}
+            update_config = LoopConfig(preset=preset, seed=s, update_overrides=overrides).update_config()
+            settings = {"update_config": update_config.to_dict(), "eval_size": a.eval_size,
+                        "label_noise": a.label_noise, "skip_unsure": a.skip_unsure}
             if store.done(settings, method=m, seed=s, task=a.task, rounds=a.rounds):
                 continue
             r = run_one(m, s, a.rounds, tuple(c for c in a.checkpoints if c <= a.rounds), a.task, a.eval_size,
