@@ -27,24 +27,25 @@ from .results import ResultsFile, mean_sd  # noqa: E402
 METHODS = ("default", "reference", "epapa", "liked_only", "dpo")
 
 
-def run_one(method: str, seed: int, rounds: int, checkpoints: tuple[int, ...], task: str, eval_size: int,
-            device: str, preset: str, overrides: dict, label_noise: float = 0.0, skip_unsure: float = 0.0) -> dict:
-    cfg = LoopConfig(rounds=rounds, preset=preset, seed=seed, task=task, eval_size=eval_size,
-                     eval_rounds=checkpoints, device=device, update_overrides=overrides,
-                     label_noise=label_noise, skip_unsure=skip_unsure)
+def run_one(method: str, cfg: LoopConfig) -> dict:
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
-        history, session, world = run_loop(cfg, SessionStore(tmp), f"bench-{method}-{seed}")
+        history, session, world = run_loop(cfg, SessionStore(tmp), f"bench-{method}-{cfg.seed}")
     import torch
 
-    return {"method": method, "seed": seed, "task": task, "rounds": rounds, "eval_size": eval_size,
-            "device": torch.cuda.get_device_name(0) if device == "cuda" else f"CPU ({os.cpu_count()} cores)",
-            "wall_seconds": time.perf_counter() - t0, "update_config": world.update_config.to_dict(),
-            "label_noise": label_noise, "skip_unsure": skip_unsure,
+    return {"method": method, "seed": cfg.seed, "task": cfg.task, "rounds": cfg.rounds, **settings(cfg),
+            "device": torch.cuda.get_device_name(0) if cfg.device == "cuda" else f"CPU ({os.cpu_count()} cores)",
+            "wall_seconds": time.perf_counter() - t0,
             "checkpoints": checkpoint_dicts(history), "rounds_trace": [
                 {"round": r.index + 1, "likes": sum(v > 0 for v in r.feedback), "dislikes": sum(v < 0 for v in r.feedback),
                  "change": (r.update or {}).get("change"), "step_scale": (r.update or {}).get("step_scale")}
                 for r in session.rounds]}
+
+
+def settings(cfg: LoopConfig) -> dict:
+    """What a stored run must share with a new one to stand for it (``ResultsFile.done``)."""
+    return {"eval_size": cfg.eval_size, "update_config": cfg.update_config().to_dict(),
+            "label_noise": cfg.label_noise, "skip_unsure": cfg.skip_unsure}
 
 
 def summarise(results: list[dict], out: Path, task: str) -> str:
@@ -102,13 +103,12 @@ def main() -> None:
     runs = [(m + a.suffix, m, {}) for m in a.methods] + [(n + a.suffix, p_, json.loads(j)) for n, p_, j in a.variant]
     for m, preset, overrides in runs:
         for s in a.seeds:
-            update_config = LoopConfig(preset=preset, seed=s, update_overrides=overrides).update_config()
-            settings = {"update_config": update_config.to_dict(), "eval_size": a.eval_size,
-                        "label_noise": a.label_noise, "skip_unsure": a.skip_unsure}
-            if store.done(settings, method=m, seed=s, task=a.task, rounds=a.rounds):
+            cfg = LoopConfig(rounds=a.rounds, preset=preset, seed=s, task=a.task, eval_size=a.eval_size,
+                             eval_rounds=tuple(c for c in a.checkpoints if c <= a.rounds), device=a.device,
+                             update_overrides=overrides, label_noise=a.label_noise, skip_unsure=a.skip_unsure)
+            if store.done(settings(cfg), method=m, seed=s, task=a.task, rounds=a.rounds):
                 continue
-            r = run_one(m, s, a.rounds, tuple(c for c in a.checkpoints if c <= a.rounds), a.task, a.eval_size,
-                        a.device, preset, overrides, a.label_noise, a.skip_unsure)
+            r = run_one(m, cfg)
             store.add(r)
             last = r["checkpoints"][-1]
             print(f"{m} seed {s}: preferred {r['checkpoints'][0]['preferred']:.3f} -> {last['preferred']:.3f}, "
