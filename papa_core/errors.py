@@ -21,6 +21,10 @@ class SessionMismatch(PapaError):
     """A session (or LoRA file) made for another base model or LoRA configuration."""
 
 
+class NoPairs(PapaError):
+    """A pairwise preset asked to update before the images it trains on hold a like and a dislike."""
+
+
 class NonFiniteError(PapaError):
     """NaN or inf in inputs, loss or gradients."""
 

@@ -16,7 +16,7 @@ from typing import Callable, Mapping, Optional
 import torch
 
 from .denoiser import Denoiser
-from .errors import NonFiniteError, PapaError
+from .errors import NonFiniteError, NoPairs, PapaError
 from .memory import NoProbe, PassSizer, is_out_of_memory
 from .gradients import accumulate_gradients
 from .objective import OBJECTIVE_PRESETS, ObjectiveConfig, pick_preset, without_retired
@@ -134,6 +134,8 @@ UPDATE_PRESETS: dict[str, UpdateConfig] = {
     # give the direction, the trust region the size: a "normal" relative change of ε̂ per update,
     # decaying as 20 / (20 + rounds trained), the same at every model size.
     "default": UpdateConfig(strength=STRENGTHS[DEFAULT_STRENGTH]),
+    # The default's step with the preference on (liked, disliked) pairs (objective.py; §7.7).
+    "relative": UpdateConfig(objective=OBJECTIVE_PRESETS["relative"], strength=STRENGTHS[DEFAULT_STRENGTH]),
 }
 
 
@@ -201,7 +203,22 @@ def training_set(session: Session, cfg: UpdateConfig) -> tuple[list[Round], list
         old = [r for r in session.labelled_rounds() if r.update is not None]
         pool_rounds = old + pool_rounds
     items = [(r, i) for r in pool_rounds for i, v in enumerate(r.feedback) if v != 0]
+    if items and cfg.objective.loss == "dpo":  # (no items: every new image neutral, see ``update``)
+        check_pairs(items, cfg.objective)
     return new, items
+
+
+def check_pairs(items: list[tuple[Round, int]], objective: ObjectiveConfig) -> None:
+    """A pairwise objective learns nothing until the images it trains on hold a like and a dislike: say so
+    before an update that would only pull the LoRA towards the base (the rounds stay untrained)."""
+    ys = [r.feedback[i] for r, i in items]
+    liked, disliked = any(y > 0 for y in ys), any(y < 0 for y in ys) and not objective.positive_only
+    if not (liked and disliked):
+        missing, mark = ("liked", "👍") if not liked else ("disliked", "👎")
+        raise NoPairs(f"this preset learns from pairs of a liked and a disliked image, and the images it trains on "
+                      f"hold no {missing} one yet: mark at least one image {mark} in this or a later batch (the "
+                      "feedback given so far is kept), or use the default preset, which learns from likes or "
+                      "dislikes alone")
 
 
 def stack_conditioning(parts: list[torch.Tensor]) -> torch.Tensor:

@@ -13,7 +13,7 @@ from typing import Callable, Optional
 import torch
 
 from ..denoiser import DiffusersDenoiser
-from ..errors import SessionMismatch
+from ..errors import NoPairs, SessionMismatch
 from ..lora import LoraConfig
 from ..sampling import sample
 from ..selection import select_for
@@ -212,12 +212,15 @@ def run_loop(cfg: LoopConfig, store: SessionStore, session_name: str, feedback_f
         session.record_feedback(fb)
         store.save(session)
         t0 = time.perf_counter()
-        stats = update(session, d, world.update_config)
+        try:
+            timesteps = update(session, d, world.update_config).timesteps
+        except NoPairs:  # a pairwise preset before the first like/dislike pair: the round waits for the next
+            timesteps = 0
         seconds = time.perf_counter() - t0
         store.save(session)
         ck = None
         round_seconds.append(seconds)
-        round_timesteps.append(stats.timesteps)
+        round_timesteps.append(timesteps)
         if cfg.evaluates_after(r + 1):
             ck = world.evaluate(r + 1, session.label_count, sum(round_seconds) / len(round_seconds),
                                 sum(round_timesteps) // len(round_timesteps))
