@@ -99,7 +99,7 @@ def _sample(model, positive, negative, sess: Session, info, s: Sampling) -> tupl
     return {"samples": samples}, n
 
 
-UPDATE_PRESET_NAMES = ("default", "relative", "reference", "liked_only", "dpo")  # the presets PAPA Update offers
+UPDATE_PRESET_NAMES = ("default", "reference", "liked_only", "dpo")  # the presets PAPA Update offers
 ALGORITHMS = ("EPAPA", "PAPA")
 EXPERT_INPUTS = ("k", "lr", "steps", "timesteps_per_image", "pref_coef", "model_coef")
 RAW_LR = "lr only"  # the learning-strength choice without the trust region: the raw lr step

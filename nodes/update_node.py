@@ -33,11 +33,10 @@ class PAPAUpdate:
             "model": ("MODEL", {"tooltip": "The base model the session's batches were generated with."}),
             "session": (SESSION, {"tooltip": "The session with new feedback (from PAPA Record Preference)."}),
             "preset": (list(UPDATE_PRESET_NAMES), {"default": "default", "tooltip": "default: bounded PAPA with "
-                       "importance-sampled timesteps, replay and the similarity term on every step; relative: the same, "
-                       "learning from liked-against-disliked pairs: holds a preference for more of one attribute "
-                       "(bolder, warmer) steadier, narrows the variety within several liked kinds, needs a 👍 and a 👎; "
-                       "reference: the paper's loss and exact timestep sum (slow); liked_only / dpo: baselines. "
-                       "Picking one sets the advanced inputs to its values."}),
+                       "importance-sampled timesteps, replay and the similarity term on every step; reference: the "
+                       "paper's loss and exact timestep sum (slow); liked_only / dpo: baselines (dpo learns from "
+                       "liked-against-disliked pairs: it needs a 👍 and a 👎). Picking one sets the advanced inputs "
+                       "to its values."}),
             "algorithm": (list(ALGORITHMS), {"default": "EPAPA", "tooltip": "PAPA trains on every timestep; EPAPA only "
                           "on t ≥ k (the coarse, composition-level steps)."}),
         }, "optional": {

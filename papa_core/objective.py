@@ -160,13 +160,6 @@ OBJECTIVE_PRESETS: dict[str, ObjectiveConfig] = {
                                anchored_on="both", beta=10.0, model_term="per_timestep", model_term_on="all",
                                pref_coef=1.0, model_coef=0.6, liked_weight=0.25),
 }
-# The default with the preference term on pairs (a liked and a disliked image of the same step) instead of
-# on each image against θ*: a bias the LoRA puts on every image cancels in Δ_w − Δ_l, so a round the
-# person likes throughout no longer pulls back towards the base (docs/benchmarks.md §7.7). It holds an
-# attribute preference (the bold-strokes task) on every seed and narrows the variety within a preference
-# of several kinds (the class task's liked classes); pref_coef 0.3 balances it against the similarity term
-# as the default's 1.0 with quartered likes does. Needs at least one like and one dislike in the session.
-OBJECTIVE_PRESETS["relative"] = replace(OBJECTIVE_PRESETS["default"], loss="dpo", pref_coef=0.3, liked_weight=1.0)
 
 
 def pick_preset(registry: Mapping, what: str, name: str, **overrides):

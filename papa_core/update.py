@@ -134,8 +134,6 @@ UPDATE_PRESETS: dict[str, UpdateConfig] = {
     # give the direction, the trust region the size: a "normal" relative change of ε̂ per update,
     # decaying as 20 / (20 + rounds trained), the same at every model size.
     "default": UpdateConfig(strength=STRENGTHS[DEFAULT_STRENGTH]),
-    # The default's step with the preference on (liked, disliked) pairs (objective.py; §7.7).
-    "relative": UpdateConfig(objective=OBJECTIVE_PRESETS["relative"], strength=STRENGTHS[DEFAULT_STRENGTH]),
 }
 
 

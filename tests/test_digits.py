@@ -123,13 +123,13 @@ def test_loop_refuses_a_session_of_another_model_and_says_which_folder(tmp_path)
 
 
 def test_loop_with_a_pairwise_preset_keeps_a_round_without_pairs_for_the_next_update(tmp_path):
-    """All 👍 in round 1: the relative preset has no pair, the round waits (untrained, nothing lost) and
-    round 2's update, which brings a 👎, trains on both."""
+    """All 👍 in round 1: the dpo preset has no pair, the round waits (untrained, nothing lost) and round
+    2's update, which brings a 👎, trains on both."""
     from papa_core.digits.loop import LoopConfig, run_loop
     from papa_core.session import SessionStore
 
     answers = {0: [1.0] * 4, 1: [1.0, -1.0, 0.0, 1.0]}
-    cfg = LoopConfig(rounds=2, batch_size=4, eval_size=4, preset="relative", eval_rounds=())
+    cfg = LoopConfig(rounds=2, batch_size=4, eval_size=4, preset="dpo", eval_rounds=())
     _, session, _ = run_loop(cfg, SessionStore(tmp_path), "pairs", feedback_fn=lambda imgs, r: answers[r])
     first, second = session.rounds
     assert first.update is not None and first.update["update_id"] == second.update["update_id"]  # one update, both

@@ -41,12 +41,12 @@ def test_replay_uses_earlier_rounds(tmp_path, tiny_denoiser):
     assert update(s, tiny_denoiser, UpdateConfig(objective=cfg.objective, steps=1, replay="none")).images == 2
 
 
-def test_relative_preset_waits_for_a_pair_and_keeps_the_feedback(tmp_path, tiny_denoiser):
+def test_pairwise_preset_waits_for_a_pair_and_keeps_the_feedback(tmp_path, tiny_denoiser):
     store = SessionStore(tmp_path)
     s = store.create("r", tiny_denoiser.fingerprint, tiny_denoiser.lora_config, tiny_denoiser.get_lora_state())
     s.add_round(torch.randn(3, 1, 8, 8, generator=torch.Generator().manual_seed(0)).clamp(-1, 1), {}, [0, 1, 2])
     s.record_feedback([1, 1, 0])
-    cfg = update_preset("relative", objective={"k": 20})  # the toy schedule has 50 steps
+    cfg = update_preset("dpo")
     with pytest.raises(PapaError, match="no disliked one yet: mark at least one image 👎"):
         update(s, tiny_denoiser, cfg)
     assert len(s.untrained_rounds()) == 1 and states_equal(s.lora_state, s.initial_lora)
