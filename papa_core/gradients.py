@@ -21,7 +21,7 @@ import torch
 
 from .denoiser import Conditioning, Denoiser
 from .errors import NonFiniteError, PapaError
-from .objective import (NEEDS_DELTA, ObjectiveConfig, ObjectiveResult, Pairs, draw_pairs, feedback_weights,
+from .objective import (NEEDS_DELTA, PAIRWISE, ObjectiveConfig, ObjectiveResult, Pairs, draw_pairs, feedback_weights,
                         model_term_weights, preference_terms, timestep_weights, validate_batch)
 
 
@@ -91,7 +91,7 @@ def accumulate_gradients(
     need_delta = cfg.loss in NEEDS_DELTA
     # Coefficients before any backward only when an image is split over chunks, or DPO couples images
     # of different chunks; otherwise pass B's own forward gives those of the images it holds.
-    early = need_delta and len(chunks) > 1 and (cfg.loss == "dpo" or not whole)
+    early = need_delta and len(chunks) > 1 and (cfg.loss in PAIRWISE or not whole)
     err_base, err_theta, eps_base = _pass_a(passes, chunks, mweight, need_delta, early)
 
     def terms(err: torch.Tensor):

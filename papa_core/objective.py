@@ -324,6 +324,7 @@ def dpo_terms(y: torch.Tensor, side: torch.Tensor, delta: torch.Tensor, cfg: Obj
 
 LOSS_TERMS = {"linear": linear_terms, "anchored": anchored_terms, "dpo": dpo_terms}
 NEEDS_DELTA = ("anchored", "dpo")  # a_i depends on Δ_i: the θ-errors are needed before the backward pass
+PAIRWISE = ("dpo",)  # a_i couples a step's liked and disliked images: nothing to learn without both
 
 
 def preference_terms(pairs: Pairs, y: torch.Tensor, side: torch.Tensor, err_theta: torch.Tensor,

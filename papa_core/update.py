@@ -19,7 +19,7 @@ from .denoiser import Denoiser
 from .errors import NonFiniteError, NoPairs, PapaError
 from .memory import NoProbe, PassSizer, is_out_of_memory
 from .gradients import accumulate_gradients
-from .objective import OBJECTIVE_PRESETS, ObjectiveConfig, pick_preset, without_retired
+from .objective import OBJECTIVE_PRESETS, PAIRWISE, ObjectiveConfig, pick_preset, without_retired
 from .session import Round, Session, optimizer_state_from_tensors, optimizer_state_to_tensors
 from .trust_region import DEFAULT_STRENGTH, STRENGTHS, FittedStep, TrustRegion, fit_step, make_probe, relative_change
 
@@ -201,7 +201,7 @@ def training_set(session: Session, cfg: UpdateConfig) -> tuple[list[Round], list
         old = [r for r in session.labelled_rounds() if r.update is not None]
         pool_rounds = old + pool_rounds
     items = [(r, i) for r in pool_rounds for i, v in enumerate(r.feedback) if v != 0]
-    if items and cfg.objective.loss == "dpo":  # (no items: every new image neutral, see ``update``)
+    if items and cfg.objective.loss in PAIRWISE:  # (no items: every new image neutral, see ``update``)
         check_pairs(items, cfg.objective)
     return new, items
 
