@@ -24,7 +24,7 @@ from papa_core.session import SessionStore  # noqa: E402
 
 from .results import ResultsFile, mean_sd  # noqa: E402
 
-METHODS = ("default", "reference", "epapa", "liked_only", "dpo")
+METHODS = ("default", "style", "reference", "epapa", "liked_only", "dpo")
 
 
 def run_one(method: str, cfg: LoopConfig) -> dict:

@@ -20,7 +20,7 @@ from ..papa_core.selection import STRATEGIES, select_for
 from ..papa_core.session import Round, Session
 from ..papa_core.summary import summarize
 from ..papa_core.trust_region import STRENGTHS
-from ..papa_core.update import UPDATE_PRESETS, UpdateConfig, update, update_preset
+from ..papa_core.update import TEACHING_PRESETS, UPDATE_PRESETS, UpdateConfig, update, update_preset
 from . import state
 from .common import SessionRef
 from .protocol import MAX_BATCH
@@ -99,7 +99,7 @@ def _sample(model, positive, negative, sess: Session, info, s: Sampling) -> tupl
     return {"samples": samples}, n
 
 
-UPDATE_PRESET_NAMES = ("default", "reference", "liked_only", "dpo")  # the presets PAPA Update offers
+UPDATE_PRESET_NAMES = (*TEACHING_PRESETS, "reference", "liked_only", "dpo")  # the presets PAPA Update offers
 ALGORITHMS = ("EPAPA", "PAPA")
 EXPERT_INPUTS = ("k", "lr", "steps", "timesteps_per_image", "pref_coef", "model_coef")
 RAW_LR = "lr only"  # the learning-strength choice without the trust region: the raw lr step

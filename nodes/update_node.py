@@ -32,10 +32,13 @@ class PAPAUpdate:
         return {"required": {
             "model": ("MODEL", {"tooltip": "The base model the session's batches were generated with."}),
             "session": (SESSION, {"tooltip": "The session with new feedback (from PAPA Record Preference)."}),
-            "preset": (list(UPDATE_PRESET_NAMES), {"default": "default", "tooltip": "default: bounded PAPA with "
-                       "importance-sampled timesteps, replay and the similarity term on every step; reference: the "
-                       "paper's loss and exact timestep sum (slow); liked_only / dpo: baselines (dpo learns from "
-                       "liked-against-disliked pairs: it needs a 👍 and a 👎). Picking one sets the advanced inputs "
+            "preset": (list(UPDATE_PRESET_NAMES), {"default": "default", "tooltip": "default: for a preference "
+                       "on what the images show (which subjects, which kinds): bounded PAPA with importance-sampled "
+                       "timesteps, replay and the similarity term on every step. style: for a preference on how every "
+                       "image looks (line weight, colour, finish): learns from liked-against-disliked pairs and steps "
+                       "gently on rounds you liked throughout; holds such a preference steadier, narrows the variety "
+                       "among several liked kinds of subject, needs a 👍 and a 👎. reference: the paper's loss and "
+                       "exact timestep sum (slow); liked_only / dpo: baselines. Picking one sets the advanced inputs "
                        "to its values."}),
             "algorithm": (list(ALGORITHMS), {"default": "EPAPA", "tooltip": "PAPA trains on every timestep; EPAPA only "
                           "on t ≥ k (the coarse, composition-level steps)."}),

@@ -39,7 +39,7 @@ def build_parser(sub=None) -> argparse.ArgumentParser:
     p.add_argument("--final-eval", type=int, default=FINAL_EVAL,
                    help=f"most fresh samples behind each of the last line's figures (default {FINAL_EVAL}: enough for "
                    "±3 points at any preferred fraction)")
-    p.add_argument("--preset", default="default", help="update preset: default, reference, epapa, liked_only, dpo")
+    p.add_argument("--preset", default="default", help="update preset: default, style, reference, epapa, liked_only, dpo")
     p.add_argument("--task", default="classes", choices=["classes", "bold"],
                    help="simulated preference: digits 1/4/7/9, or bold strokes")
     p.add_argument("--seed", type=int, default=0)

@@ -160,6 +160,12 @@ OBJECTIVE_PRESETS: dict[str, ObjectiveConfig] = {
                                anchored_on="both", beta=10.0, model_term="per_timestep", model_term_on="all",
                                pref_coef=1.0, model_coef=0.6, liked_weight=0.25),
 }
+# The default with the preference term on pairs of a liked and a disliked image of the same step
+# (softplus(β(Δ_w − Δ_l)) / β) instead of each image against θ*: the terms of a step then sum to zero,
+# so a bias shared by every image the LoRA draws cannot satisfy them, and a rare 👎 weighs as much as
+# the step's likes together (docs/benchmarks.md §7.7–7.8). pref_coef 0.3 against the similarity
+# term's 0.6 (1.0 narrowed the liked set further); a pair's two sides weigh alike (liked_weight 1).
+OBJECTIVE_PRESETS["style"] = replace(OBJECTIVE_PRESETS["default"], loss="dpo", pref_coef=0.3, liked_weight=1.0)
 
 
 def pick_preset(registry: Mapping, what: str, name: str, **overrides):

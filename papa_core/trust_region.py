@@ -29,6 +29,26 @@ STRENGTHS: dict[str, float] = {"gentle": 0.03, "normal": 0.06, "strong": 0.12}
 DEFAULT_STRENGTH = "normal"
 
 
+# A round whose answers are at least this share 👎 gets the whole target (``answered_share``).
+FULL_STEP_DISLIKED = 0.5
+
+
+def answered_share(feedback: list[float], liked_round_step: float) -> float:
+    """The share u of the target an update on rounds with these answers (each in [−1, 1]) gets:
+
+        u = clip( d / FULL_STEP_DISLIKED,  liked_round_step,  1 ),    d = Σ max(−y, 0) / Σ |y|
+
+    d is the share of the answers given that are 👎 (neutral ones say nothing either way). A round
+    the person liked throughout asks for little change, and the attribute preference's swing comes
+    from such rounds taking whole steps (docs/benchmarks.md §7.4, §7.6, §7.9); a round without an answer
+    gets the whole target, as without this rule."""
+    answered = sum(abs(y) for y in feedback)
+    if answered == 0:
+        return 1.0
+    d = sum(max(-y, 0.0) for y in feedback) / answered
+    return min(1.0, max(liked_round_step, d / FULL_STEP_DISLIKED))
+
+
 @dataclass(frozen=True)
 class TrustRegion:
     """How the step is fitted to the target change.

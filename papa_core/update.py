@@ -21,7 +21,8 @@ from .memory import NoProbe, PassSizer, is_out_of_memory
 from .gradients import accumulate_gradients
 from .objective import OBJECTIVE_PRESETS, PAIRWISE, ObjectiveConfig, pick_preset, without_retired
 from .session import Round, Session, optimizer_state_from_tensors, optimizer_state_to_tensors
-from .trust_region import DEFAULT_STRENGTH, STRENGTHS, FittedStep, TrustRegion, fit_step, make_probe, relative_change
+from .trust_region import (DEFAULT_STRENGTH, STRENGTHS, FittedStep, TrustRegion, answered_share, fit_step, make_probe,
+                           relative_change)
 
 OPTIMIZERS: dict[str, type] = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
 AUTOCAST = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -62,6 +63,9 @@ class UpdateConfig:
             AVX512-BF16 or AMX; else off), ``bf16``, ``fp16`` or ``none``. The digits benchmark
             aligns the same in bf16 as in fp32 (docs/benchmarks.md §3.5).
         seed: seeds timesteps, noise and image order (combined with the session version).
+        liked_round_step: with ``strength``, the share of the target an update gets when the person
+            liked every image of its new rounds; at least half of them 👎 gets the whole target, linear
+            between (``trust_region.answered_share``). None: every update the whole target.
     """
 
     objective: ObjectiveConfig = field(default_factory=lambda: OBJECTIVE_PRESETS["default"])
@@ -77,6 +81,7 @@ class UpdateConfig:
     autocast: str = "auto"
     seed: int = 0
     strength: Optional[float] = None
+    liked_round_step: Optional[float] = None
 
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZERS:
@@ -101,9 +106,15 @@ class UpdateConfig:
         if self.strength is not None and not (isinstance(self.strength, (int, float)) and 0 < self.strength <= 1):
             raise PapaError(f"strength must be a relative change in (0, 1] (normal: {STRENGTHS[DEFAULT_STRENGTH]}) "
                             f"or None for the raw lr step, got {self.strength!r}")
+        if self.liked_round_step is not None and not (
+                isinstance(self.liked_round_step, (int, float)) and 0 < self.liked_round_step <= 1):
+            raise PapaError("liked_round_step must be a share of the step in (0, 1] (the 'style' preset: 0.25) or "
+                            f"None for a whole step on every update, got {self.liked_round_step!r}")
 
     def to_dict(self) -> dict:
         d = asdict(self)
+        if d["liked_round_step"] is None:  # as stored before the field existed: the same update
+            del d["liked_round_step"]
         d["objective"] = self.objective.to_dict()
         return d
 
@@ -134,7 +145,19 @@ UPDATE_PRESETS: dict[str, UpdateConfig] = {
     # give the direction, the trust region the size: a "normal" relative change of ε̂ per update,
     # decaying as 20 / (20 + rounds trained), the same at every model size.
     "default": UpdateConfig(strength=STRENGTHS[DEFAULT_STRENGTH]),
+    # For a preference on how every image looks (stroke weight, colour, finish) rather than on what it
+    # shows: the preference on pairs (objective "style"), and a quarter of the step on rounds the person
+    # liked throughout. Held the bold-strokes task at 0.91–0.98 on the mean of six seeds where the default
+    # swings (lowest seed 0.83 from round 10), and narrows the variety within a preference of several
+    # kinds of subject (docs/benchmarks.md §7.8, §7.9).
+    "style": UpdateConfig(objective=OBJECTIVE_PRESETS["style"], strength=STRENGTHS[DEFAULT_STRENGTH],
+                          liked_round_step=0.25),
 }
+
+
+# What the person teaches, as the preset for it: what the images show (the default) or how every image
+# looks (style). Both hosts offer these two; ComfyUI's PAPA Update offers the baselines too.
+TEACHING_PRESETS = ("default", "style")
 
 
 def update_preset(name: str, **overrides) -> UpdateConfig:
@@ -275,12 +298,15 @@ def _probe(denoiser: Denoiser, config: UpdateConfig, session: Session, new_round
     return make_probe(denoiser, x0, cond, config.objective.k, region.probe_timesteps, g, chunk)
 
 
-def _fit_to_strength(denoiser: Denoiser, config: UpdateConfig, session: Session, probe, params: list,
-                     start: list[torch.Tensor], chunk: int) -> Optional[FittedStep]:
-    """Scale the update's displacement so that ρ meets this round's target (``trust_region``)."""
+def _fit_to_strength(denoiser: Denoiser, config: UpdateConfig, session: Session, new_rounds: list[Round],
+                     probe, params: list, start: list[torch.Tensor], chunk: int) -> Optional[FittedStep]:
+    """Scale the update's displacement so that ρ meets this round's target (``trust_region``): the
+    strength, decayed, and with ``liked_round_step`` times the share the new rounds' answers ask for."""
     if probe is None:
         return None
     target = config.strength * decay(config, session)
+    if config.liked_round_step is not None:
+        target *= answered_share([y for r in new_rounds for y in r.feedback], config.liked_round_step)
     fitted = fit_step(params, start, lambda: relative_change(denoiser, probe, chunk), target)
     if not math.isfinite(fitted.change):
         raise NonFiniteError("the fitted step made the predictions NaN or inf; the LoRA was restored to its state "
@@ -436,7 +462,7 @@ def update(session: Session, denoiser: Denoiser, config: UpdateConfig = UpdateCo
             forwards += res.forward_passes
             if progress is not None:
                 progress(step + 1, steps, {"loss": res.loss, "grad_norm": float(norm)})
-        fitted = _fit_to_strength(denoiser, config, session, probe, params, start, sizer.pairs)
+        fitted = _fit_to_strength(denoiser, config, session, new_rounds, probe, params, start, sizer.pairs)
     except BaseException:
         denoiser.set_lora_state(session.lora_state)
         raise

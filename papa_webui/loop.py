@@ -22,7 +22,7 @@ from papa_core.lora import LoraConfig, init_lora_state
 from papa_core.session import Round, Session, SessionStore, validate_session_name
 from papa_core.summary import summarize
 from papa_core.trust_region import DEFAULT_STRENGTH, STRENGTHS
-from papa_core.update import UpdateStats, update, update_preset
+from papa_core.update import TEACHING_PRESETS, UpdateStats, update, update_preset
 
 from . import forge_model
 
@@ -61,6 +61,8 @@ class Request:
         update: run one PAPA update before sampling (when there is new feedback).
         strength: learning strength (``papa_core.trust_region.STRENGTHS``).
         export: write the LoRA (after the update) to ``models/Lora/<export>.safetensors`` ('' for none).
+        preset: what the person teaches (``papa_core.update.TEACHING_PRESETS``): ``default``, what the
+            images show; ``style``, how every image looks.
     """
 
     enabled: bool = False
@@ -69,18 +71,26 @@ class Request:
     update: bool = False
     strength: str = DEFAULT_STRENGTH
     export: str = ""
+    preset: str = "default"
 
     @classmethod
     def from_args(cls, args: tuple) -> "Request":
-        if len(args) > 6:
-            raise PapaError(f"PAPA takes at most 6 arguments (enabled, session, feedback, update, strength, export), "
-                            f"got {len(args)}")
+        if len(args) > 7:
+            raise PapaError("PAPA takes at most 7 arguments (enabled, session, feedback, update, strength, export, "
+                            f"preset), got {len(args)}")
         req = cls(*args)
         if req.enabled:
             validate_session_name(req.session)
             if req.strength not in STRENGTHS:
                 raise PapaError(f"strength must be one of {', '.join(STRENGTHS)}, got {req.strength!r}")
+            check_preset(req.preset)
         return req
+
+
+def check_preset(preset: str) -> None:
+    if preset not in TEACHING_PRESETS:
+        raise PapaError(f"preset must be one of {', '.join(TEACHING_PRESETS)} (default: you teach what the images "
+                        f"show; style: how every image looks), got {preset!r}")
 
 
 def open_session(sd_model, name: str) -> tuple[Session, forge_model.ModelInfo]:
@@ -143,17 +153,20 @@ def answer(name: str, text: str, batch: Optional[str] = None) -> Session:
     return store().record_answer(name, parse_feedback(text, pending.batch_size), pending.index, batch)
 
 
-def run_update(sd_model, name: str, strength: str = DEFAULT_STRENGTH, progress=None) -> Optional[UpdateStats]:
-    """One PAPA update of the session's LoRA on its new feedback, on Forge's device; None when there is
-    no new feedback. The session is saved; on any error it keeps its previous LoRA."""
+def run_update(sd_model, name: str, strength: str = DEFAULT_STRENGTH, preset: str = "default",
+               progress=None) -> Optional[UpdateStats]:
+    """One PAPA update of the session's LoRA on its new feedback, on Forge's device, with ``preset``
+    (what the person teaches); None when there is no new feedback. The session is saved; on any error
+    it keeps its previous LoRA."""
     from .forge_denoiser import ForgeDenoiser
 
     if strength not in STRENGTHS:
         raise PapaError(f"strength must be one of {', '.join(STRENGTHS)}, got {strength!r}")
+    check_preset(preset)
     sess, info = open_session(sd_model, name)
     if not sess.untrained_rounds():
         return None
-    config = update_preset("default", strength=STRENGTHS[strength])
+    config = update_preset(preset, strength=STRENGTHS[strength])
     with torch.inference_mode(False):
         den = ForgeDenoiser(sd_model, info, sess.lora_config)
         with store().locked(name):

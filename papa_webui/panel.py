@@ -13,10 +13,12 @@ import gradio as gr
 
 from papa_core.errors import PapaError
 from papa_core.trust_region import DEFAULT_STRENGTH, STRENGTHS
+from papa_core.update import TEACHING_PRESETS
 
 from . import loop
 
 CHOICES = ("👍", "○", "👎")  # per image: like, neutral, dislike
+TEACHING = ("what the images show", "how every image looks")  # "You teach": the labels of TEACHING_PRESETS
 _TEXT = {"👍": "+", "○": "0", "👎": "-"}
 _previews: dict[str, tuple[str, list]] = {}  # session → (batch id, the images shown), this process only
 _previews_lock = threading.Lock()
@@ -80,6 +82,8 @@ def build() -> tuple[list, Callable]:
             session = gr.Textbox("papa", label="Session", elem_id="papa_session", scale=2)
             strength = gr.Radio(list(STRENGTHS), value=DEFAULT_STRENGTH, label="Learning strength",
                                 elem_id="papa_strength", scale=3)
+            preset = gr.Radio(list(zip(TEACHING, TEACHING_PRESETS)), value=TEACHING_PRESETS[0], label="You teach",
+                              elem_id="papa_preset", scale=3)
         gallery = gr.Gallery(label="Batch waiting for your answer", columns=4, height=260, elem_id="papa_gallery",
                              interactive=False, type="pil", object_fit="contain")
         with gr.Row():
@@ -113,18 +117,18 @@ def build() -> tuple[list, Callable]:
         loop.answer(name, text, batch)
         return f"saved {text}"
 
-    def run_update(name, level):
-        stats = _on_forge(lambda: loop.run_update(_sd_model(), name, level))
+    def run_update(name, level, preset_name):
+        stats = _on_forge(lambda: loop.run_update(_sd_model(), name, level, preset_name))
         return "no new answers to learn from" if stats is None else f"updated in {stats.seconds:.1f} s"
 
     save.click(lambda n, *m: _act(n, lambda: save_answers(n, *m)), [session, *ratings], outputs)
-    update.click(lambda n, s: _act(n, lambda: run_update(n, s)), [session, strength], outputs)
+    update.click(lambda n, s, t: _act(n, lambda: run_update(n, s, t)), [session, strength, preset], outputs)
     undo.click(lambda n: _act(n, lambda: (loop.store().apply_action(n, "undo"), "undone")[1]), [session], outputs)
     reset.click(lambda n: _act(n, lambda: (loop.store().apply_action(n, "reset"), "reset to the start")[1]),
                 [session], outputs)
     export.click(lambda n, f: _act(n, lambda: f"exported {loop.export(n, f).name}"), [session, export_name], outputs)
     refresh.click(_view, [session], outputs)
-    return [enabled, session, feedback_arg, update_arg, strength, export_arg], \
+    return [enabled, session, feedback_arg, update_arg, strength, export_arg, preset], \
         lambda event: event(_view, [session], outputs)
 
 

@@ -3,7 +3,7 @@ script): the PAPA panel in txt2img, and the PAPA part of each txt2img request. T
 ``papa_webui``; Forge puts this extension's folder on the import path, so it imports as a package.
 
 Headless use: ``/sdapi/v1/txt2img`` with ``"alwayson_scripts": {"PAPA": {"args": [enabled, session,
-feedback, update, strength, export]}}`` (``papa_webui.loop.Request``). Before sampling it records
+feedback, update, strength, export, preset]}}`` (``papa_webui.loop.Request``). Before sampling it records
 ``feedback`` on the pending batch, runs the update and the export; then it samples with the session's
 LoRA and records the batch. An error stops the request before sampling (no images) and is reported
 as ``PAPA error`` in the response's parameters.
@@ -43,7 +43,7 @@ class PapaScript(scripts.Script):
             if req.feedback:
                 loop.answer(req.session, req.feedback)
             if req.update:
-                loop.run_update(p.sd_model, req.session, req.strength)
+                loop.run_update(p.sd_model, req.session, req.strength, req.preset)
             if req.export:
                 p.extra_generation_params["PAPA export"] = loop.export(req.session, req.export).name
             self._req = req

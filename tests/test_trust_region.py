@@ -4,7 +4,8 @@ import torch
 
 from papa_core.errors import PapaError
 from papa_core.objective import ObjectiveConfig
-from papa_core.trust_region import STRENGTHS, TrustRegion, fit_step, make_probe, relative_change
+from papa_core.session import SessionStore
+from papa_core.trust_region import STRENGTHS, TrustRegion, answered_share, fit_step, make_probe, relative_change
 from papa_core.update import UpdateConfig, update
 
 from .test_update import _session
@@ -79,3 +80,39 @@ def test_a_neutral_round_with_replay_is_measured_on_the_replayed_images(tmp_path
     s.record_feedback([0, 0])  # nothing new to learn from, but the replayed rounds still train
     st = update(s, tiny_denoiser, cfg)
     assert st.images == 3 and st.change <= 0.05 * (1 + REGION.tolerance)
+
+
+@pytest.mark.parametrize("answers, share", [
+    ([1, 1, 1, 1], 0.25),  # liked throughout: the floor
+    ([1, 1, 1, -1], 0.5),  # a quarter 👎: half the step
+    ([1, -1, 1, -1], 1.0),  # half 👎: the whole step
+    ([-1, -1, -1, 0], 1.0),  # more is still the whole step
+    ([1, 1, 0, 0], 0.25),  # a neutral answer is not a 👎
+    ([1, 1, -0.5, 0], 0.4),  # a graded answer counts by its size: 0.5 of 2.5 answered
+    ([0, 0], 1.0),  # nothing answered: the step as without the rule
+])
+def test_answered_share_of_the_step(answers, share):
+    assert answered_share(answers, 0.25) == pytest.approx(share)
+
+
+def test_a_round_liked_throughout_takes_the_smaller_step(tmp_path, tiny_denoiser):
+    """With ``liked_round_step`` the fitted target is the strength × the answered share, and the step
+    lands within that smaller bound; without it, the same round gets the whole target."""
+    cfg = UpdateConfig(objective=ObjectiveConfig(timesteps_per_image=4), steps=3, lr=1e-2, strength=0.08,
+                       lr_decay_rounds=0, liked_round_step=0.25)
+    targets = {}
+    for name, c in (("rule", cfg), ("whole", UpdateConfig(**{**cfg.__dict__, "liked_round_step": None}))):
+        s = SessionStore(tmp_path / name).create("u", tiny_denoiser.fingerprint, tiny_denoiser.lora_config,
+                                                 tiny_denoiser.get_lora_state())
+        s.add_round(torch.randn(4, 1, 8, 8, generator=torch.Generator().manual_seed(0)).clamp(-1, 1), {}, [0, 1, 2, 3])
+        s.record_feedback([1, 1, 1, 0])
+        st = update(s, tiny_denoiser, c)
+        assert st.change <= st.change_target * (1 + REGION.tolerance)
+        targets[name] = st.change_target
+    assert targets == {"rule": pytest.approx(0.02), "whole": pytest.approx(0.08)}
+
+
+@pytest.mark.parametrize("bad", [0, -0.5, 1.5, "quarter"])
+def test_liked_round_step_must_be_a_share(bad):
+    with pytest.raises(PapaError, match="liked_round_step must be a share"):
+        UpdateConfig(liked_round_step=bad)

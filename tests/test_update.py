@@ -57,6 +57,25 @@ def test_pairwise_preset_waits_for_a_pair_and_keeps_the_feedback(tmp_path, tiny_
     assert not states_equal(s.lora_state, s.initial_lora)
 
 
+def test_style_preset_learns_from_pairs_and_steps_a_quarter_on_a_round_liked_throughout(tmp_path, tiny_denoiser):
+    """The style preset: pairs (refused until a 👍 and a 👎 exist), the whole target on a round half
+    disliked, a quarter of it (after the decay) on a round liked throughout, which still trains on the
+    replayed pairs."""
+    store = SessionStore(tmp_path)
+    s = store.create("s", tiny_denoiser.fingerprint, tiny_denoiser.lora_config, tiny_denoiser.get_lora_state())
+    cfg = update_preset("style", objective={"k": 20})  # the toy schedule has 50 steps
+    s.add_round(torch.randn(4, 1, 8, 8, generator=torch.Generator().manual_seed(0)).clamp(-1, 1), {}, [0, 1, 2, 3])
+    s.record_feedback([1, -1, 1, -1])
+    first = update(s, tiny_denoiser, cfg)
+    s.add_round(torch.randn(4, 1, 8, 8, generator=torch.Generator().manual_seed(1)).clamp(-1, 1), {}, [4, 5, 6, 7])
+    s.record_feedback([1, 1, 1, 1])
+    second = update(s, tiny_denoiser, cfg)
+    assert first.objective == second.objective == "dpo" and second.images == 8
+    assert first.change_target == pytest.approx(cfg.strength)
+    assert second.change_target == pytest.approx(cfg.strength * 20 / 21 * 0.25)
+    assert second.change <= second.change_target * 1.1
+
+
 def test_reference_preset_one_step_per_image(tmp_path, tiny_denoiser):
     _, s = _session(tmp_path, tiny_denoiser, n=2)
     st = update(s, tiny_denoiser, update_preset("reference"))

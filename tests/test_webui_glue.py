@@ -61,8 +61,12 @@ def test_request_arguments_are_checked():
         Request.from_args((True, "cats", "", False, "huge"))
     with pytest.raises(PapaError, match="session name"):
         Request.from_args((True, "../etc"))
-    with pytest.raises(PapaError, match="at most 6 arguments"):
-        Request.from_args((True,) * 7)
+    with pytest.raises(PapaError, match="at most 7 arguments"):
+        Request.from_args((True,) * 8)
+    assert Request.from_args((True, "cats", "", False, "normal", "", "style")).preset == "style"
+    assert Request.from_args((True, "cats")).preset == "default"  # a request written before the choice existed
+    with pytest.raises(PapaError, match="preset must be one of default, style"):
+        Request.from_args((True, "cats", "", False, "normal", "", "dpo"))
 
 
 def test_the_two_hosts_glue_never_import_each_other():

@@ -90,6 +90,9 @@ class Checkpoint:
     diversity: float
     seconds_update: float  # mean seconds per update so far
     timesteps: int  # mean (image, t) pairs with gradient per update so far
+    # which digits all the samples show, as normalised entropy over the ten (1: each equally often):
+    # on the bold task, whether teaching a look kept the subjects (None in runs stored before it)
+    digits_variety: Optional[float] = None
 
 
 class DigitsWorld:
@@ -176,7 +179,7 @@ class DigitsWorld:
         return Checkpoint(round=round_index, labels=labels, preferred=float(liked.float().mean()),
                           confident=float((conf > 0.9).float().mean()),
                           nearest_real=float(nearest_real_distance(imgs).mean()), diversity=diversity,
-                          seconds_update=seconds, timesteps=timesteps)
+                          seconds_update=seconds, timesteps=timesteps, digits_variety=normalised_entropy(pred, 10))
 
 
 def run_loop(cfg: LoopConfig, store: SessionStore, session_name: str, feedback_fn: Optional[FeedbackFn] = None,

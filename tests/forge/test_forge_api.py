@@ -64,10 +64,26 @@ def test_generate_feedback_update_export_and_the_file_reproduces_the_session(for
     assert max_diff(by_file, again) <= 2
 
 
+def test_the_style_preset_waits_for_a_pair_keeps_the_answers_and_steps_by_the_dislikes(forge):
+    txt2img(forge, [True, "sty"])
+    images, params = txt2img(forge, [True, "sty", "+ + +", True, "normal", "", "style"])
+    assert images == [] and "mark at least one image 👎" in params["PAPA error"]
+    index = session_index(forge, "sty")
+    assert index["rounds"][0]["feedback"] == [1.0, 1.0, 1.0] and index["rounds"][0]["update"] is None  # kept
+    txt2img(forge, [True, "sty"])
+    images, params = txt2img(forge, [True, "sty", "+ - +", True, "normal", "", "style"])
+    assert len(images) == 3 and "PAPA error" not in params
+    first, second = (r["update"] for r in session_index(forge, "sty")["rounds"][:2])
+    assert first["update_id"] == second["update_id"] and first["objective"] == "dpo"  # one update, both rounds
+    # one 👎 in the six answers: d = 1/6, so a third of the normal 6 % (papa_core.trust_region.answered_share)
+    assert first["change_target"] == pytest.approx(0.06 / 3)
+
+
 @pytest.mark.parametrize("args, message", [
     ([True, "api", "+ x +"], "unknown feedback symbol 'x'"),
     ([True, "bad name!"], "invalid session name"),
     ([True, "api", "", False, "huge"], "strength must be one of gentle, normal, strong"),
+    ([True, "api", "", False, "normal", "", "dpo"], "preset must be one of default, style"),
     ([True, "nobatch", "+ + +"], "has no batch waiting for an answer: generate one with PAPA enabled first"),
 ])
 def test_bad_input_is_refused_before_sampling_with_what_to_do(forge, args, message):

@@ -52,8 +52,11 @@ def test_rate_and_update_from_the_panel(forge, tmp_path):
         status = page.locator("#papa_status")
         sync_api.expect(status).to_contain_text("saved + -", timeout=60_000)
         sync_api.expect(status).to_contain_text("1 rated rounds (1 👍, 1 👎)")
+        page.locator("#papa_preset label", has_text="how every image looks").click()  # teach a style
         page.click("#papa_update")
         sync_api.expect(status).to_contain_text("updated in", timeout=600_000)
+        update = json.loads((forge.sessions / "panel" / "session.json").read_text())["rounds"][0]["update"]
+        assert update["objective"] == "dpo", "the style preset learns from the liked-against-disliked pair"
         sync_api.expect(status).to_contain_text("the last update moved the model")
         page.fill("#papa_export_name textarea", "panel_lora")
         page.click("#papa_export")
