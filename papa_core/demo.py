@@ -26,6 +26,9 @@ from .session import SessionStore
 from .summary import like_rate_by_round
 
 FINAL_EVAL = 1024  # at p = 0.5 (the worst case) 1.96·√(0.25 / 1024) = 0.031: ±3 points
+# The preset a person would pick for each simulated preference (PAPA Update's "what you teach"): which
+# digits is what the images show, bold strokes how every image looks (docs/benchmarks.md §7.9).
+TEACHES = {"classes": "default", "bold": "style"}
 
 
 def build_parser(sub=None) -> argparse.ArgumentParser:
@@ -39,7 +42,8 @@ def build_parser(sub=None) -> argparse.ArgumentParser:
     p.add_argument("--final-eval", type=int, default=FINAL_EVAL,
                    help=f"most fresh samples behind each of the last line's figures (default {FINAL_EVAL}: enough for "
                    "±3 points at any preferred fraction)")
-    p.add_argument("--preset", default="default", help="update preset: default, style, reference, epapa, liked_only, dpo")
+    p.add_argument("--preset", default=None, help="update preset: default, style, reference, epapa, liked_only, dpo "
+                   "(default: what the simulated person teaches, default for --task classes, style for bold)")
     p.add_argument("--task", default="classes", choices=["classes", "bold"],
                    help="simulated preference: digits 1/4/7/9, or bold strokes")
     p.add_argument("--seed", type=int, default=0)
@@ -66,7 +70,8 @@ def run(args: argparse.Namespace) -> int:
     except PapaError as e:
         raise PapaError(f"--batch-size / --pool: {e}") from None
     every = args.eval_every
-    cfg = LoopConfig(rounds=args.rounds, batch_size=args.batch_size, eval_size=args.eval_size, preset=args.preset,
+    cfg = LoopConfig(rounds=args.rounds, batch_size=args.batch_size, eval_size=args.eval_size,
+                     preset=args.preset or TEACHES[args.task],
                      task=args.task, seed=args.seed, pool_size=pool, selection=args.select or "random",
                      eval_rounds=tuple(range(every, args.rounds + 1, every)) if every else ())
     store = SessionStore(out / "sessions")
