@@ -1,4 +1,6 @@
 """The scale-free step: each update changes ε̂ on its own images by the target, within the bound."""
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -101,7 +103,7 @@ def test_a_round_liked_throughout_takes_the_smaller_step(tmp_path, tiny_denoiser
     cfg = UpdateConfig(objective=ObjectiveConfig(timesteps_per_image=4), steps=3, lr=1e-2, strength=0.08,
                        lr_decay_rounds=0, liked_round_step=0.25)
     targets = {}
-    for name, c in (("rule", cfg), ("whole", UpdateConfig(**{**cfg.__dict__, "liked_round_step": None}))):
+    for name, c in (("rule", cfg), ("whole", replace(cfg, liked_round_step=None))):
         s = SessionStore(tmp_path / name).create("u", tiny_denoiser.fingerprint, tiny_denoiser.lora_config,
                                                  tiny_denoiser.get_lora_state())
         s.add_round(torch.randn(4, 1, 8, 8, generator=torch.Generator().manual_seed(0)).clamp(-1, 1), {}, [0, 1, 2, 3])
