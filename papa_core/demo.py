@@ -12,8 +12,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import threading
 import time
 from pathlib import Path
+from typing import Callable, TypeVar
 
 import torch
 
@@ -29,6 +31,7 @@ FINAL_EVAL = 1024  # at p = 0.5 (the worst case) 1.96·√(0.25 / 1024) = 0.031:
 # The preset a person would pick for each simulated preference (PAPA Update's "what you teach"): which
 # digits is what the images show, bold strokes how every image looks (docs/benchmarks.md §7.9).
 TEACHES = {"classes": "default", "bold": "style"}
+T = TypeVar("T")
 
 
 def build_parser(sub=None) -> argparse.ArgumentParser:
@@ -57,9 +60,30 @@ def build_parser(sub=None) -> argparse.ArgumentParser:
     return p
 
 
+def in_background(fn: Callable[[], T]) -> Callable[[], T]:
+    """Start ``fn()`` in a daemon thread (a Ctrl-C does not wait for it); the call returned waits for it
+    and gives its result, or raises its error."""
+    box: dict = {}
+
+    def target() -> None:
+        try:
+            box["value"] = fn()
+        except BaseException as e:  # handed to the caller by result()
+            box["error"] = e
+
+    thread = threading.Thread(target=target, name="papa-demo-base", daemon=True)
+    thread.start()
+
+    def result() -> T:
+        thread.join()
+        if "error" in box:
+            raise box["error"]
+        return box["value"]
+    return result
+
+
 def run(args: argparse.Namespace) -> int:
-    torch.set_num_threads(max(1, torch.get_num_threads()))
-    from .digits.loop import LoopConfig, run_loop
+    from .digits.loop import DigitsWorld, LoopConfig, run_loop
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -102,8 +126,17 @@ def run(args: argparse.Namespace) -> int:
             bar.update(1)
 
     t0 = time.perf_counter()
-    history, session, world = run_loop(cfg, store, f"demo-{args.task}-{args.seed}",
+    # The rounds sample and train batches of 10 images of 16×16, where one thread is about twice as fast
+    # as two on 2 cores (docs/benchmarks.md §4); another core measures the base model meanwhile, on its
+    # own copy (the base's share does not depend on the rounds).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    world = DigitsWorld(cfg)
+    base_world = world.base_copy()  # copied here, before the rounds change the LoRA
+    base_share = in_background(lambda: base_world.preferred_share(lora=False, max_samples=args.final_eval))
+    history, session, world = run_loop(cfg, store, f"demo-{args.task}-{args.seed}", world=world,
                                        feedback_fn=ask if args.interactive else None, on_round=on_round)
+    torch.set_num_threads(threads)  # the final share samples batches of 128: every core helps
     if bar is not None:
         bar.close()
     rounds, liked = like_rate_by_round(session)
@@ -114,8 +147,8 @@ def run(args: argparse.Namespace) -> int:
                             papa_metadata={"rounds": len(session.rounds), "labels": session.label_count,
                                            "algorithm": world.update_config.objective.loss,
                                            "hyperparameters": world.update_config.to_dict()})
-    (base, n_base), (final, n_final) = (world.preferred_share(lora=on, max_samples=args.final_eval)
-                                        for on in (False, True))
+    final, n_final = world.preferred_share(lora=True, max_samples=args.final_eval)
+    base, n_base = base_share()
     (out / "history.json").write_text(json.dumps({"rounds": [c.__dict__ for c in history], "final_eval": {
         "base": base, "base_samples": n_base, "final": final, "final_samples": n_final}}, indent=1))
     print(f"wrote {out}/round_*.png, {out}/alignment.png, {lora_path} ({time.perf_counter() - t0:.0f}s)")

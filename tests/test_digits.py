@@ -222,3 +222,28 @@ def test_preferred_share_draws_until_its_interval_is_within_the_bound():
     assert p == pytest.approx(0.1) and 1.96 * math.sqrt(0.09 / n) <= 0.05 < 1.96 * math.sqrt(0.09 / (n - 10))
     p, n = world.preferred_share(half_width=0.001, max_samples=50, chunk=20)
     assert n == 50  # the cap wins
+
+
+def test_the_base_measured_in_another_thread_is_the_base_while_the_rounds_train():
+    """The demo measures the base model's share on a copy, in a thread, while the rounds change the LoRA:
+    the copy's samples are the base model's and nothing the rounds do reaches them."""
+    import torch
+
+    from papa_core.demo import in_background
+    from papa_core.digits.loop import DigitsWorld, LoopConfig
+
+    world = DigitsWorld(LoopConfig(eval_size=8, sampling_steps=4))
+    noise = torch.randn((6, 1, 16, 16), generator=torch.Generator().manual_seed(3))
+    base = world.generate(noise, lora=False)
+    copy = world.base_copy()
+    with torch.no_grad():
+        for p in world.denoiser.lora_parameters():  # as an update would, after the copy was taken
+            p.add_(0.05)
+    assert not torch.equal(world.generate(noise), base)
+    assert torch.equal(in_background(lambda: copy.generate(noise, lora=False))(), base)
+    assert torch.equal(copy.generate(noise), base)  # the copy's LoRA is the one at the copy (zero up-weights)
+
+    def fails():
+        raise RuntimeError("out of memory")
+    with pytest.raises(RuntimeError, match="out of memory"):
+        in_background(fails)()

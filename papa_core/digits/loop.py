@@ -4,6 +4,7 @@ Used by the demo (``python -m papa_core demo``), the alignment benchmark and the
 """
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import time
@@ -166,6 +167,13 @@ class DigitsWorld:
             if 1.96 * math.sqrt(max(p * (1 - p), 1e-12) / n) <= half_width:
                 break
         return float(torch.cat(liked).float().mean()), n
+
+    def base_copy(self) -> "DigitsWorld":
+        """This world with a copy of its own denoiser (the LoRA as it is now), so that another thread can
+        measure the base model (``lora=False``) while this one trains; the rest is read-only and shared."""
+        other = copy.copy(self)
+        other.denoiser = copy.deepcopy(self.denoiser)
+        return other
 
     def evaluate(self, round_index: int, labels: int, seconds: float, timesteps: int) -> Checkpoint:
         imgs = self.generate(self.eval_noise)
