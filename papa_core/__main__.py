@@ -27,6 +27,10 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("interrupted: the session folder holds every completed round", file=sys.stderr)
         return 130
+    except EOFError:  # --interactive with its input closed before the last round
+        print("the input ended before the last round: the session folder holds every completed round",
+              file=sys.stderr)
+        return 1
     return 1
 
 

@@ -15,7 +15,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Callable, TypeVar
+from typing import Callable, Generic, TypeVar
 
 import torch
 
@@ -60,26 +60,37 @@ def build_parser(sub=None) -> argparse.ArgumentParser:
     return p
 
 
-def in_background(fn: Callable[[], T]) -> Callable[[], T]:
-    """Start ``fn()`` in a daemon thread (a Ctrl-C does not wait for it); the call returned waits for it
-    and gives its result, or raises its error."""
-    box: dict = {}
+class InBackground(Generic[T]):
+    """``fn(stop)`` run in a thread from ``with InBackground(fn) as task:``. ``task.result()`` waits for it
+    and gives its value, or raises its error. Leaving the block sets ``stop`` and waits for the thread, so
+    an error or a Ctrl-C in the block ends it too (``fn`` must return or raise soon after ``stop`` is set)
+    instead of leaving it inside torch while the interpreter shuts down."""
 
-    def target() -> None:
+    def __init__(self, fn: Callable[[threading.Event], T]) -> None:
+        self.stop = threading.Event()
+        self._fn = fn
+        self._box: dict = {}
+        self._thread = threading.Thread(target=self._run, name="papa-background")
+
+    def _run(self) -> None:
         try:
-            box["value"] = fn()
+            self._box["value"] = self._fn(self.stop)
         except BaseException as e:  # handed to the caller by result()
-            box["error"] = e
+            self._box["error"] = e
 
-    thread = threading.Thread(target=target, name="papa-demo-base", daemon=True)
-    thread.start()
+    def __enter__(self) -> "InBackground[T]":
+        self._thread.start()
+        return self
 
-    def result() -> T:
-        thread.join()
-        if "error" in box:
-            raise box["error"]
-        return box["value"]
-    return result
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        self._thread.join()
+
+    def result(self) -> T:
+        self._thread.join()
+        if "error" in self._box:
+            raise self._box["error"]
+        return self._box["value"]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -133,9 +144,11 @@ def run(args: argparse.Namespace) -> int:
     torch.set_num_threads(1)
     world = DigitsWorld(cfg)
     base_world = world.base_copy()  # copied here, before the rounds change the LoRA
-    base_share = in_background(lambda: base_world.preferred_share(lora=False, max_samples=args.final_eval))
-    history, session, world = run_loop(cfg, store, f"demo-{args.task}-{args.seed}", world=world,
-                                       feedback_fn=ask if args.interactive else None, on_round=on_round)
+    with InBackground(lambda stop: base_world.preferred_share(lora=False, max_samples=args.final_eval,
+                                                              stop=stop)) as base_share:
+        history, session, world = run_loop(cfg, store, f"demo-{args.task}-{args.seed}", world=world,
+                                           feedback_fn=ask if args.interactive else None, on_round=on_round)
+        base, n_base = base_share.result()  # with the default rounds, done by now
     torch.set_num_threads(threads)  # the final share samples batches of 128: every core helps
     if bar is not None:
         bar.close()
@@ -148,7 +161,6 @@ def run(args: argparse.Namespace) -> int:
                                            "algorithm": world.update_config.objective.loss,
                                            "hyperparameters": world.update_config.to_dict()})
     final, n_final = world.preferred_share(lora=True, max_samples=args.final_eval)
-    base, n_base = base_share()
     (out / "history.json").write_text(json.dumps({"rounds": [c.__dict__ for c in history], "final_eval": {
         "base": base, "base_samples": n_base, "final": final, "final_samples": n_final}}, indent=1))
     print(f"wrote {out}/round_*.png, {out}/alignment.png, {lora_path} ({time.perf_counter() - t0:.0f}s)")

@@ -146,19 +146,29 @@ def test_demo_rejects_bad_arguments(tmp_path):
     assert proc.returncode == 2 and "at least 1" in proc.stderr
 
 
-def test_demo_interactive_reads_ratings_and_reasks_on_bad_input(tmp_path):
+def test_demo_interactive_reasks_on_bad_input_and_ends_cleanly_when_the_input_ends(tmp_path):
+    """--interactive, 2 rounds, input for round 1 only (a wrong count first: asked again): round 1 is kept
+    with its answers; at round 2 the closed input gives a clear message and exit 1, and the base model's
+    measurement (1024 samples: over a minute on one thread) is stopped, neither waited for nor left
+    sampling while the interpreter shuts down."""
     import subprocess
     import sys
+    import time
 
-    out = tmp_path / "demo"
-    answers = "+ -\n" + "+ - 0 + - 0 + - 0 +\n"  # first line has the wrong count: asked again
-    proc = subprocess.run([sys.executable, "-m", "papa_core", "demo", "--interactive", "--rounds", "1", "--eval-size",
-                           "8", "--final-eval", "16", "--out", str(out)], input=answers, capture_output=True, text=True, cwd=str(ROOT),
+    from papa_core.session import SessionStore
+
+    answers = "+ -\n" + "+ - 0 + - 0 + - 0 +\n"
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "papa_core", "demo", "--interactive", "--rounds", "2", "--eval-size",
+                           "8", "--out", str(tmp_path)], input=answers, capture_output=True, text=True, cwd=str(ROOT),
                           timeout=300)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "2 feedback symbols for a batch of 10" in proc.stdout
-    assert (out / "round_001_to_rate.png").exists()
-    assert proc.stdout.strip().splitlines()[-1].endswith("after 7 labels")
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert "2 feedback symbols for a batch of 10" in proc.stdout and (tmp_path / "round_001_to_rate.png").exists()
+    assert "the input ended before the last round" in proc.stderr
+    assert "Traceback" not in proc.stderr and "terminate called" not in proc.stderr
+    assert time.perf_counter() - t0 < 60  # the base's 1024 samples alone take longer
+    rounds = SessionStore(tmp_path / "sessions").get("demo-classes-0").rounds
+    assert len(rounds) == 1 and rounds[0].feedback == [1.0, -1.0, 0.0, 1.0, -1.0, 0.0, 1.0, -1.0, 0.0, 1.0]
 
 
 def _bold_person():
@@ -229,7 +239,7 @@ def test_the_base_measured_in_another_thread_is_the_base_while_the_rounds_train(
     the copy's samples are the base model's and nothing the rounds do reaches them."""
     import torch
 
-    from papa_core.demo import in_background
+    from papa_core.demo import InBackground
     from papa_core.digits.loop import DigitsWorld, LoopConfig
 
     world = DigitsWorld(LoopConfig(eval_size=8, sampling_steps=4))
@@ -240,10 +250,33 @@ def test_the_base_measured_in_another_thread_is_the_base_while_the_rounds_train(
         for p in world.denoiser.lora_parameters():  # as an update would, after the copy was taken
             p.add_(0.05)
     assert not torch.equal(world.generate(noise), base)
-    assert torch.equal(in_background(lambda: copy.generate(noise, lora=False))(), base)
+    with InBackground(lambda stop: copy.generate(noise, lora=False, stop=stop)) as task:
+        assert torch.equal(task.result(), base)
     assert torch.equal(copy.generate(noise), base)  # the copy's LoRA is the one at the copy (zero up-weights)
 
-    def fails():
+    def fails(stop):
         raise RuntimeError("out of memory")
-    with pytest.raises(RuntimeError, match="out of memory"):
-        in_background(fails)()
+    with InBackground(fails) as task, pytest.raises(RuntimeError, match="out of memory"):
+        task.result()
+
+
+def test_leaving_the_block_stops_the_background_sampling_within_a_step():
+    """An error or a Ctrl-C in the demo's rounds must not leave the base thread sampling (the interpreter
+    would shut down under it): leaving the block stops it at the next sampling step."""
+    import time
+
+    import torch
+
+    from papa_core.demo import InBackground
+    from papa_core.digits.loop import DigitsWorld, LoopConfig, Stopped
+
+    world = DigitsWorld(LoopConfig(eval_size=8, sampling_steps=1000))  # ~ a minute of sampling
+    noise = torch.randn((64, 1, 16, 16))
+    with pytest.raises(KeyboardInterrupt):
+        with InBackground(lambda stop: world.generate(noise, stop=stop)) as task:
+            time.sleep(0.5)
+            t0 = time.perf_counter()
+            raise KeyboardInterrupt
+    assert time.perf_counter() - t0 < 5 and not task._thread.is_alive()
+    with pytest.raises(Stopped):
+        task.result()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import logging
 import math
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Optional
@@ -96,6 +97,15 @@ class Checkpoint:
     digits_variety: Optional[float] = None
 
 
+class Stopped(Exception):
+    """Sampling was asked to stop (``DigitsWorld.generate``'s ``stop`` event)."""
+
+
+def _check(stop: threading.Event) -> None:
+    if stop.is_set():
+        raise Stopped
+
+
 class DigitsWorld:
     """The embedded model, its LoRA, the simulated person and the fixed evaluation noise."""
 
@@ -121,8 +131,9 @@ class DigitsWorld:
         else:
             raise ValueError(f"task must be 'classes' or 'bold', got {cfg.task!r}")
 
-    def generate(self, noise: torch.Tensor, lora: bool = True) -> torch.Tensor:
-        """Images [B, 1, 16, 16] from ``noise`` with the session's LoRA (``lora=False``: the base model)."""
+    def generate(self, noise: torch.Tensor, lora: bool = True, stop: Optional[threading.Event] = None) -> torch.Tensor:
+        """Images [B, 1, 16, 16] from ``noise`` with the session's LoRA (``lora=False``: the base model).
+        Raises ``Stopped`` at the next sampling step once ``stop`` is set."""
         d = self.denoiser
         with torch.no_grad():
             return sample(lambda x, t: d.eps(x, t, {}, lora=lora), self.schedule, noise,
@@ -130,7 +141,7 @@ class DigitsWorld:
                           generator=None if self.cfg.eta == 0 else
                           torch.Generator(noise.device).manual_seed(int(noise[0, 0, 0, 0].abs() * 1e6)),
                           eps_fn_low=(lambda x, t: d.eps(x, t, {}, lora=False)) if self.switch_k else None,
-                          switch_k=self.switch_k)
+                          switch_k=self.switch_k, callback=None if stop is None else lambda i, n: _check(stop))
 
     def query(self, session: Session, r: int) -> tuple[list[int], torch.Tensor]:
         """Round ``r``'s images to show and their seeds: the batch itself, or (``pool_size``) the
@@ -152,16 +163,16 @@ class DigitsWorld:
                           for s in seeds]).to(self.device)
 
     def preferred_share(self, lora: bool = True, half_width: float = 0.03, max_samples: int = 1024,
-                        chunk: int = 128) -> tuple[float, int]:
+                        chunk: int = 128, stop: Optional[threading.Event] = None) -> tuple[float, int]:
         """The preferred fraction p of fresh samples (their own noise, seeded apart from the evaluation
         batch and the rounds), drawn ``chunk`` at a time until the 95 % interval 1.96·√(p(1−p)/n) is
-        within ``half_width`` or ``max_samples`` are drawn. Returns (p, n)."""
+        within ``half_width`` or ``max_samples`` are drawn. Returns (p, n); ``stop``: as ``generate``."""
         g = torch.Generator().manual_seed(20_000 + self.cfg.seed)
         liked: list[torch.Tensor] = []
         n = 0
         while n < max_samples:
             noise = torch.randn((min(chunk, max_samples - n), 1, 16, 16), generator=g).to(self.device)
-            liked.append(self.preference.liked(self.generate(noise, lora=lora)).cpu())
+            liked.append(self.preference.liked(self.generate(noise, lora=lora, stop=stop)).cpu())
             n += len(noise)
             p = float(torch.cat(liked).float().mean())
             if 1.96 * math.sqrt(max(p * (1 - p), 1e-12) / n) <= half_width:
