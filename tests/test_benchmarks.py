@@ -1,5 +1,6 @@
 """The update-speed benchmark runs end to end (on a toy-width UNet), so a GPU run is not its first run."""
 import json
+import os
 import re
 import subprocess
 import sys
@@ -8,6 +9,10 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+# One thread, as the recorded benchmark runs use: their batches are small, and on 2 cores two threads
+# made these runs slower (this file's eight runs in two runs of the suite, 2026-12-02: 305 s with two
+# threads, 240 s with one).
+ONE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
 def test_update_speed_round_mode_matches_counted_passes():
@@ -15,7 +20,7 @@ def test_update_speed_round_mode_matches_counted_passes():
     # PassCounter's, which is what the CPU (pairs) mode extrapolates from.
     out = subprocess.run([sys.executable, "-m", "benchmarks.update_speed", "--arch", "tiny", "--latent", "8",
                           "--images", "2", "--ref-timesteps", "1", "--draws", "2", "--b-mode", "round", "--parts", "ab"],
-                         capture_output=True, text=True, timeout=600, cwd=ROOT)
+                         capture_output=True, text=True, timeout=600, cwd=ROOT, env=ONE_THREAD)
     assert out.returncode == 0, out.stderr[-3000:]
     lines = out.stdout.strip().splitlines()
     assert re.fullmatch(r"speedup \d+\.\dx noise nan", lines[-1]), lines[-1]
@@ -29,7 +34,7 @@ def test_update_speed_pairs_mode_reports_autocast_and_its_fp32_equivalent():
     # report shows what autocast bought. --autocast bf16 forces that path on any CPU.
     out = subprocess.run([sys.executable, "-m", "benchmarks.update_speed", "--arch", "tiny", "--latent", "8",
                           "--images", "2", "--ref-timesteps", "1", "--b-mode", "pairs", "--parts", "ab",
-                          "--autocast", "bf16"], capture_output=True, text=True, timeout=600, cwd=ROOT)
+                          "--autocast", "bf16"], capture_output=True, text=True, timeout=600, cwd=ROOT, env=ONE_THREAD)
     assert out.returncode == 0, out.stderr[-3000:]
     lines = out.stdout.strip().splitlines()
     round3 = next(ln for ln in lines if ln.startswith("(b) default (bf16), round 3:"))
@@ -40,7 +45,7 @@ def test_update_speed_pairs_mode_reports_autocast_and_its_fp32_equivalent():
 
 def test_unet_flops_orders_the_three_passes():
     out = subprocess.run([sys.executable, "-m", "benchmarks.unet_flops", "--arch", "tiny", "--latent", "8"],
-                         capture_output=True, text=True, timeout=300, cwd=ROOT)
+                         capture_output=True, text=True, timeout=300, cwd=ROOT, env=ONE_THREAD)
     assert out.returncode == 0, out.stderr[-3000:]
     nums = [float(x) for x in re.findall(r"(\d+(?:\.\d+)?(?:e-?\d+)?)", out.stdout.strip().splitlines()[-1].split("pair:")[1])]
     assert len(nums) == 3, out.stdout
@@ -53,7 +58,7 @@ def test_transfer_benchmark_runs_and_the_default_moves_two_models_alike(tmp_path
     line's form, and the default's held-out change per round within 1.5× across the two (the raw lr
     step: 6× apart on this pair when it was written)."""
     out = subprocess.run([sys.executable, "-m", "benchmarks.transfer", "--models", "digits", "tiny", "--rounds", "2",
-                          "--out", str(tmp_path)], capture_output=True, text=True, timeout=600, cwd=ROOT)
+                          "--out", str(tmp_path)], capture_output=True, text=True, timeout=600, cwd=ROOT, env=ONE_THREAD)
     assert out.returncode == 0, out.stderr[-3000:]
     last = out.stdout.strip().splitlines()[-1]
     m = re.fullmatch(r"transfer spread (\d+\.\d\d) \(old default (\d+\.\d\d)\)", last)
@@ -64,7 +69,7 @@ def test_transfer_benchmark_runs_and_the_default_moves_two_models_alike(tmp_path
 
 def test_trust_region_cost_benchmark_reports_a_ratio():
     out = subprocess.run([sys.executable, "-m", "benchmarks.trust_region_cost", "--repeats", "1", "--rounds", "1"],
-                         capture_output=True, text=True, timeout=600, cwd=ROOT)
+                         capture_output=True, text=True, timeout=600, cwd=ROOT, env=ONE_THREAD)
     assert out.returncode == 0, out.stderr[-3000:]
     m = re.fullmatch(r"trust region cost (\d+\.\d\d)×", out.stdout.strip().splitlines()[-1])
     assert m and float(m.group(1)) > 0, out.stdout[-500:]
@@ -73,7 +78,7 @@ def test_trust_region_cost_benchmark_reports_a_ratio():
 def test_bold_terms_benchmark_splits_one_update_into_its_terms():
     out = subprocess.run([sys.executable, "-m", "benchmarks.bold_terms", "--seeds", "0", "--rounds", "1",
                           "--eval-size", "16"],
-                         capture_output=True, text=True, timeout=600, cwd=ROOT)
+                         capture_output=True, text=True, timeout=600, cwd=ROOT, env=ONE_THREAD)
     assert out.returncode == 0, out.stderr[-3000:]
     last = out.stdout.strip().splitlines()[-1]
     assert re.fullmatch(r"ink change per update \(base sd\): full [+-]\d+\.\d\d preference [+-]\d+\.\d\d "
@@ -83,7 +88,7 @@ def test_bold_terms_benchmark_splits_one_update_into_its_terms():
 def test_active_benchmark_compares_strategies_at_the_same_labels_per_round(tmp_path):
     out = subprocess.run([sys.executable, "-m", "benchmarks.active", "--seeds", "0", "--rounds", "1", "--strategies",
                           "random", "uncertain", "--eval-rounds", "1", "--eval-size", "8", "--out", str(tmp_path)],
-                         capture_output=True, text=True, timeout=600, cwd=ROOT)
+                         capture_output=True, text=True, timeout=600, cwd=ROOT, env=ONE_THREAD)
     assert out.returncode == 0, out.stderr[-3000:]
     assert re.fullmatch(r"labels to 90%: random >?\d+ active >?\d+", out.stdout.strip().splitlines()[-1])
     runs = {r["strategy"]: r for r in json.loads((tmp_path / "results.json").read_text())}
@@ -114,7 +119,7 @@ def test_bold_walk_agreement_has_the_sign_of_the_answers():
 
 def test_bold_walk_benchmark_reports_every_round():
     out = subprocess.run([sys.executable, "-m", "benchmarks.bold_walk", "--seeds", "0", "--rounds", "2",
-                          "--eval-size", "16"], capture_output=True, text=True, timeout=600, cwd=ROOT)
+                          "--eval-size", "16"], capture_output=True, text=True, timeout=600, cwd=ROOT, env=ONE_THREAD)
     assert out.returncode == 0, out.stderr[-3000:]
     lines = out.stdout.strip().splitlines()
     assert sum(line.startswith("seed 0 round") for line in lines) == 2, out.stdout[-2000:]
