@@ -15,13 +15,19 @@ ROOT = Path(__file__).resolve().parents[1]
 ONE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
+def run_benchmark(module: str, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    """``python -m benchmarks.<module> args…`` from the repository root, one thread; it must exit 0."""
+    out = subprocess.run([sys.executable, "-m", f"benchmarks.{module}", *args], capture_output=True, text=True,
+                         timeout=timeout, cwd=ROOT, env=ONE_THREAD)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return out
+
+
 def test_update_speed_round_mode_matches_counted_passes():
     # --b-mode round runs the default update for real and asserts that its pass counts equal the
     # PassCounter's, which is what the CPU (pairs) mode extrapolates from.
-    out = subprocess.run([sys.executable, "-m", "benchmarks.update_speed", "--arch", "tiny", "--latent", "8",
-                          "--images", "2", "--ref-timesteps", "1", "--draws", "2", "--b-mode", "round", "--parts", "ab"],
-                         capture_output=True, text=True, timeout=600, cwd=ROOT, env=ONE_THREAD)
-    assert out.returncode == 0, out.stderr[-3000:]
+    out = run_benchmark("update_speed", "--arch", "tiny", "--latent", "8", "--images", "2", "--ref-timesteps", "1",
+                        "--draws", "2", "--b-mode", "round", "--parts", "ab")
     lines = out.stdout.strip().splitlines()
     assert re.fullmatch(r"speedup \d+\.\dx noise nan", lines[-1]), lines[-1]
     assert any(re.match(r"\(b\) default \((fp32|bf16)\), round 1:", ln) and "(measured)" in ln for ln in lines)
@@ -32,10 +38,8 @@ def test_update_speed_round_mode_matches_counted_passes():
 def test_update_speed_pairs_mode_reports_autocast_and_its_fp32_equivalent():
     # The CPU mode extrapolates from timed passes; under autocast it also times them in fp32, so the
     # report shows what autocast bought. --autocast bf16 forces that path on any CPU.
-    out = subprocess.run([sys.executable, "-m", "benchmarks.update_speed", "--arch", "tiny", "--latent", "8",
-                          "--images", "2", "--ref-timesteps", "1", "--b-mode", "pairs", "--parts", "ab",
-                          "--autocast", "bf16"], capture_output=True, text=True, timeout=600, cwd=ROOT, env=ONE_THREAD)
-    assert out.returncode == 0, out.stderr[-3000:]
+    out = run_benchmark("update_speed", "--arch", "tiny", "--latent", "8", "--images", "2", "--ref-timesteps", "1",
+                        "--b-mode", "pairs", "--parts", "ab", "--autocast", "bf16")
     lines = out.stdout.strip().splitlines()
     round3 = next(ln for ln in lines if ln.startswith("(b) default (bf16), round 3:"))
     assert "extrapolated" in round3 and "in fp32" in round3
@@ -44,9 +48,7 @@ def test_update_speed_pairs_mode_reports_autocast_and_its_fp32_equivalent():
 
 
 def test_unet_flops_orders_the_three_passes():
-    out = subprocess.run([sys.executable, "-m", "benchmarks.unet_flops", "--arch", "tiny", "--latent", "8"],
-                         capture_output=True, text=True, timeout=300, cwd=ROOT, env=ONE_THREAD)
-    assert out.returncode == 0, out.stderr[-3000:]
+    out = run_benchmark("unet_flops", "--arch", "tiny", "--latent", "8", timeout=300)
     nums = [float(x) for x in re.findall(r"(\d+(?:\.\d+)?(?:e-?\d+)?)", out.stdout.strip().splitlines()[-1].split("pair:")[1])]
     assert len(nums) == 3, out.stdout
     no_grad, lora, full = nums
@@ -57,9 +59,7 @@ def test_transfer_benchmark_runs_and_the_default_moves_two_models_alike(tmp_path
     """The transfer benchmark end to end on the digits UNet and a toy-width SD1.5-shaped UNet: the last
     line's form, and the default's held-out change per round within 1.5× across the two (the raw lr
     step: 6× apart on this pair when it was written)."""
-    out = subprocess.run([sys.executable, "-m", "benchmarks.transfer", "--models", "digits", "tiny", "--rounds", "2",
-                          "--out", str(tmp_path)], capture_output=True, text=True, timeout=600, cwd=ROOT, env=ONE_THREAD)
-    assert out.returncode == 0, out.stderr[-3000:]
+    out = run_benchmark("transfer", "--models", "digits", "tiny", "--rounds", "2", "--out", str(tmp_path))
     last = out.stdout.strip().splitlines()[-1]
     m = re.fullmatch(r"transfer spread (\d+\.\d\d) \(old default (\d+\.\d\d)\)", last)
     assert m, last
@@ -68,28 +68,21 @@ def test_transfer_benchmark_runs_and_the_default_moves_two_models_alike(tmp_path
 
 
 def test_trust_region_cost_benchmark_reports_a_ratio():
-    out = subprocess.run([sys.executable, "-m", "benchmarks.trust_region_cost", "--repeats", "1", "--rounds", "1"],
-                         capture_output=True, text=True, timeout=600, cwd=ROOT, env=ONE_THREAD)
-    assert out.returncode == 0, out.stderr[-3000:]
+    out = run_benchmark("trust_region_cost", "--repeats", "1", "--rounds", "1")
     m = re.fullmatch(r"trust region cost (\d+\.\d\d)×", out.stdout.strip().splitlines()[-1])
     assert m and float(m.group(1)) > 0, out.stdout[-500:]
 
 
 def test_bold_terms_benchmark_splits_one_update_into_its_terms():
-    out = subprocess.run([sys.executable, "-m", "benchmarks.bold_terms", "--seeds", "0", "--rounds", "1",
-                          "--eval-size", "16"],
-                         capture_output=True, text=True, timeout=600, cwd=ROOT, env=ONE_THREAD)
-    assert out.returncode == 0, out.stderr[-3000:]
+    out = run_benchmark("bold_terms", "--seeds", "0", "--rounds", "1", "--eval-size", "16")
     last = out.stdout.strip().splitlines()[-1]
     assert re.fullmatch(r"ink change per update \(base sd\): full [+-]\d+\.\d\d preference [+-]\d+\.\d\d "
                         r"similarity [+-]\d+\.\d\d", last), last
 
 
 def test_active_benchmark_compares_strategies_at_the_same_labels_per_round(tmp_path):
-    out = subprocess.run([sys.executable, "-m", "benchmarks.active", "--seeds", "0", "--rounds", "1", "--strategies",
-                          "random", "uncertain", "--eval-rounds", "1", "--eval-size", "8", "--out", str(tmp_path)],
-                         capture_output=True, text=True, timeout=600, cwd=ROOT, env=ONE_THREAD)
-    assert out.returncode == 0, out.stderr[-3000:]
+    out = run_benchmark("active", "--seeds", "0", "--rounds", "1", "--strategies", "random", "uncertain",
+                        "--eval-rounds", "1", "--eval-size", "8", "--out", str(tmp_path))
     assert re.fullmatch(r"labels to 90%: random >?\d+ active >?\d+", out.stdout.strip().splitlines()[-1])
     runs = {r["strategy"]: r for r in json.loads((tmp_path / "results.json").read_text())}
     assert {s: (r["batch"], r["pool"], r["labels"]) for s, r in runs.items()} == {"random": (4, 0, 4),
@@ -118,9 +111,7 @@ def test_bold_walk_agreement_has_the_sign_of_the_answers():
 
 
 def test_bold_walk_benchmark_reports_every_round():
-    out = subprocess.run([sys.executable, "-m", "benchmarks.bold_walk", "--seeds", "0", "--rounds", "2",
-                          "--eval-size", "16"], capture_output=True, text=True, timeout=600, cwd=ROOT, env=ONE_THREAD)
-    assert out.returncode == 0, out.stderr[-3000:]
+    out = run_benchmark("bold_walk", "--seeds", "0", "--rounds", "2", "--eval-size", "16")
     lines = out.stdout.strip().splitlines()
     assert sum(line.startswith("seed 0 round") for line in lines) == 2, out.stdout[-2000:]
     assert re.fullmatch(r"updates against the answers \d+/2, step at its cap \d+/2", lines[-1]), lines[-1]
