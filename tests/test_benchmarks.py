@@ -60,7 +60,7 @@ def test_transfer_benchmark_runs_and_the_default_moves_two_models_alike(tmp_path
     line's form, and the default's held-out change per round within 1.5× across the two (the raw lr
     step: 4.6× apart on this pair). The toy gets a 16×16 latent: at 8×8 its deepest blocks are 1×1 and
     its GroupNorms normalise groups of one or two values, so ρ on the probe barely grows with the step
-    (0.043 at s = 0.05, 0.057 at 0.23) and held-out pairs read half of it (docs/benchmarks.md §7.11)."""
+    (0.043 at s = 0.05, 0.057 at 0.23) and held-out pairs read as little as half of it (docs/benchmarks.md §7.11)."""
     out = run_benchmark("transfer", "--models", "digits", "tiny", "--rounds", "2", "--latent", "16",
                         "--out", str(tmp_path))
     last = out.stdout.strip().splitlines()[-1]

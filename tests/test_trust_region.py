@@ -65,7 +65,7 @@ def test_fit_step_backtracks_a_step_that_overshoots():
 
 
 # ρ(s) along three updates of the digits UNet (lr 1e-2, the transfer benchmark's rounds): convex, with
-# a dip at small s in the first (the LoRA's B starts at zero, so B·A moves as s²).
+# a dip at small s in the first (the LoRA's B starts at zero: B·A = s·δB·(A₀ + s·δA) gains an s² term).
 DIGITS_RHO = {
     "first": ([0, 0.01, 0.1, 0.25, 0.5, 0.75, 1, 1.25, 1.5, 2],
               [0, 0.0006, 0.0053, 0.0106, 0.0129, 0.011, 0.0184, 0.0381, 0.065, 0.1333]),
