@@ -147,18 +147,14 @@ def fit_step(params: list[torch.nn.Parameter], start: list[torch.Tensor], measur
             break
         place(s)
         seen.append((s, measure()))
-    fits = [x for x in seen if x[1] <= bound]
-    n = len(seen)
-    while not fits:  # backtrack: always ends, ρ → 0 as s → 0
+    while all(x[1] > bound for x in seen):  # backtrack: always ends, ρ → 0 as s → 0
         s = min(x[0] for x in seen) / 2
         place(s)
         seen.append((s, measure()))
-        n += 1
-        fits = [seen[-1]] if seen[-1][1] <= bound else []
-    best = min(fits, key=lambda x: abs(x[1] - target))
+    best = min((x for x in seen if x[1] <= bound), key=lambda x: abs(x[1] - target))
     if best is not seen[-1]:
         place(best[0])
-    return FittedStep(scale=best[0], change=best[1], target=target, evaluations=n)
+    return FittedStep(scale=best[0], change=best[1], target=target, evaluations=len(seen))
 
 
 def next_scale(seen: list[tuple[float, float]], target: float, cap: float) -> Optional[float]:
