@@ -20,6 +20,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from papa_core.digits.loop import LoopConfig, checkpoint_dicts, run_loop  # noqa: E402
 from papa_core.plotting import line_plot  # noqa: E402
+from papa_core.selection import DEFAULT_STRATEGY, STRATEGIES  # noqa: E402
 from papa_core.session import SessionStore  # noqa: E402
 
 from .results import ResultsFile, mean_sd  # noqa: E402
@@ -44,8 +45,9 @@ def run_one(method: str, cfg: LoopConfig) -> dict:
 
 def settings(cfg: LoopConfig) -> dict:
     """What a stored run must share with a new one to stand for it (``ResultsFile.done``)."""
+    shown = {"pool_size": cfg.pool_size, "selection": cfg.selection} if cfg.pool_size else {}  # (older runs: none)
     return {"eval_size": cfg.eval_size, "update_config": cfg.update_config().to_dict(),
-            "label_noise": cfg.label_noise, "skip_unsure": cfg.skip_unsure}
+            "label_noise": cfg.label_noise, "skip_unsure": cfg.skip_unsure, **shown}
 
 
 def summarise(results: list[dict], out: Path, task: str) -> str:
@@ -96,8 +98,15 @@ def main() -> None:
     p.add_argument("--label-noise", type=float, default=0.0, help="share of the simulated person's answers flipped")
     p.add_argument("--skip-unsure", type=float, default=0.0,
                    help="the simulated person answers 0 (neutral) where |score| is below this")
+    p.add_argument("--pool", type=int, default=0,
+                   help="candidates generated per round, of which the 10 shown are chosen by --select (0: a plain batch)")
+    p.add_argument("--select", default=DEFAULT_STRATEGY, choices=STRATEGIES,
+                   help="how the shown images are chosen from the pool (papa_core/selection.py)")
     p.add_argument("--suffix", default="", help="appended to every method's name (e.g. _flip10 for a noisy person)")
     a = p.parse_args()
+    shown = LoopConfig().batch_size
+    if 0 < a.pool < shown or a.pool < 0:
+        p.error(f"--pool must be 0 (a plain batch) or at least the {shown} images shown a round, got {a.pool}")
     out = Path(a.out)
     store = ResultsFile(out, ("method", "seed", "task", "rounds"))
     runs = [(m + a.suffix, m, {}) for m in a.methods] + [(n + a.suffix, p_, json.loads(j)) for n, p_, j in a.variant]
@@ -105,7 +114,8 @@ def main() -> None:
         for s in a.seeds:
             cfg = LoopConfig(rounds=a.rounds, preset=preset, seed=s, task=a.task, eval_size=a.eval_size,
                              eval_rounds=tuple(c for c in a.checkpoints if c <= a.rounds), device=a.device,
-                             update_overrides=overrides, label_noise=a.label_noise, skip_unsure=a.skip_unsure)
+                             update_overrides=overrides, label_noise=a.label_noise, skip_unsure=a.skip_unsure,
+                             pool_size=a.pool, selection=a.select if a.pool else "random")
             if store.done(settings(cfg), method=m, seed=s, task=a.task, rounds=a.rounds):
                 continue
             r = run_one(m, cfg)

@@ -133,3 +133,19 @@ def test_results_file_names_what_it_skips_and_refuses_runs_made_with_other_setti
     assert not again.done({"eval_size": 64}, method="default", seed=1)
     with pytest.raises(SystemExit, match="made with other update_config: move that file away"):
         again.done({"eval_size": 64, "update_config": {"strength": 0.09, "steps": [4]}}, method="default", seed=0)
+
+
+def test_alignment_benchmark_can_choose_the_shown_images_from_a_pool(tmp_path):
+    """``--pool`` runs issue 15's harness with the active queries of §6; the runs say which images were shown."""
+    run_benchmark("alignment", "--methods", "default", "--seeds", "0", "--rounds", "1", "--checkpoints", "1",
+                  "--eval-size", "8", "--pool", "12", "--select", "uncertain", "--out", str(tmp_path / "pool"))
+    run_benchmark("alignment", "--methods", "default", "--seeds", "0", "--rounds", "1", "--checkpoints", "1",
+                  "--eval-size", "8", "--out", str(tmp_path / "plain"))
+    pooled = json.loads((tmp_path / "pool" / "results.json").read_text())[0]
+    plain = json.loads((tmp_path / "plain" / "results.json").read_text())[0]
+    assert (pooled["pool_size"], pooled["selection"]) == (12, "uncertain")
+    assert "pool_size" not in plain  # as every run stored before the option existed
+    assert pooled["rounds_trace"][0]["likes"] + pooled["rounds_trace"][0]["dislikes"] == 10
+    small = subprocess.run([sys.executable, "-m", "benchmarks.alignment", "--pool", "5", "--out", str(tmp_path / "x")],
+                           capture_output=True, text=True, cwd=ROOT, env=ONE_THREAD, timeout=120)
+    assert small.returncode == 2 and "at least the 10 images shown a round" in small.stderr
