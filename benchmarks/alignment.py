@@ -46,8 +46,10 @@ def run_one(method: str, cfg: LoopConfig) -> dict:
 def settings(cfg: LoopConfig) -> dict:
     """What a stored run must share with a new one to stand for it (``ResultsFile.done``)."""
     shown = {"pool_size": cfg.pool_size, "selection": cfg.selection} if cfg.pool_size else {}  # (older runs: none)
+    # Runs before 2026-12-02's §7.17 sampled t < k with the base model and carry no key.
+    sampler = {} if cfg.base_below_k else {"lora_below_k": True}
     return {"eval_size": cfg.eval_size, "update_config": cfg.update_config().to_dict(),
-            "label_noise": cfg.label_noise, "skip_unsure": cfg.skip_unsure, **shown}
+            "label_noise": cfg.label_noise, "skip_unsure": cfg.skip_unsure, **shown, **sampler}
 
 
 def summarise(results: list[dict], out: Path, task: str) -> str:
@@ -102,6 +104,9 @@ def main() -> None:
                    help="candidates generated per round, of which the 10 shown are chosen by --select (0: a plain batch)")
     p.add_argument("--select", default=DEFAULT_STRATEGY, choices=STRATEGIES,
                    help="how the shown images are chosen from the pool (papa_core/selection.py)")
+    p.add_argument("--base-below-k", action="store_true",
+                   help="sample t < k with the base model (the paper's EPAPA sampler, as the tables before §7.17 "
+                        "of docs/benchmarks.md); without it the LoRA acts at every step, as in every host")
     p.add_argument("--suffix", default="", help="appended to every method's name (e.g. _flip10 for a noisy person)")
     a = p.parse_args()
     shown = LoopConfig().batch_size
@@ -115,7 +120,8 @@ def main() -> None:
             cfg = LoopConfig(rounds=a.rounds, preset=preset, seed=s, task=a.task, eval_size=a.eval_size,
                              eval_rounds=tuple(c for c in a.checkpoints if c <= a.rounds), device=a.device,
                              update_overrides=overrides, label_noise=a.label_noise, skip_unsure=a.skip_unsure,
-                             pool_size=a.pool, selection=a.select if a.pool else "random")
+                             pool_size=a.pool, selection=a.select if a.pool else "random",
+                             base_below_k=a.base_below_k)
             if store.done(settings(cfg), method=m, seed=s, task=a.task, rounds=a.rounds):
                 continue
             r = run_one(m, cfg)

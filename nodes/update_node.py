@@ -48,8 +48,9 @@ class PAPAUpdate:
                             "then scaled to it). The default preset scales it by 20 / (20 + rounds already trained).", default=d["lr"], min=1e-6, max=1.0, step=1e-4, round=1e-6),
             "steps": _advanced("INT", "Optimizer steps per update (0: one per image, as the reference).",
                                default=d["steps"], min=0, max=1000),
-            "timesteps_per_image": _advanced("INT", "Timesteps drawn per image and step (the reference's exact sum "
-                                             "ignores it).", default=d["timesteps_per_image"], min=1, max=1000),
+            "timesteps_per_image": _advanced("INT", "Timesteps drawn per image and step at t ≥ k (the reference's exact "
+                                             "sum ignores it; default and style add one below k that holds the "
+                                             "LoRA to the base model there).", default=d["timesteps_per_image"], min=1, max=1000),
             "pref_coef": _advanced("FLOAT", "Weight of the preference term.", default=d["pref_coef"], min=0.0,
                                    max=100.0, step=0.01),
             "model_coef": _advanced("FLOAT", "Weight of the similarity-to-base term (keeps quality).",

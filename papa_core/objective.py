@@ -25,6 +25,10 @@ the surrogate  (1/B) Σ_i a_i Δ_i :
 
 Feedback y may be graded (any value in [-1, 1]); y = 0 contributes no gradient and is skipped.
 
+EPAPA samples t < k with θ*; a LoRA file acts at every step in every host, so with ``below_k_timesteps``
+the LoRA is held to θ* there instead, on every labelled image:  + model_coef · mean_{t<k} ‖ε_θ − ε_θ*‖²
+(uniform t < k, no preference term).
+
 This module holds the terms, one function per formula; ``gradients.accumulate_gradients`` runs them
 over the network in bounded passes and back-propagates the surrogate.
 """
@@ -83,6 +87,10 @@ class ObjectiveConfig:
             ``linear`` and ``anchored``; ``dpo`` weighs both sides of a pair alike).
         weighting: ``elbo`` (w_t, PAPA) or ``uniform`` (plain denoising loss, the liked-only baseline).
         max_batch: most (image, t) pairs in one forward pass; bounds activation memory.
+        below_k_timesteps: with k > 0, timesteps per image drawn uniformly from t < k for the similarity
+            term alone (weight ``model_coef`` over their mean, on every labelled image). EPAPA's sampler
+            denoises t < k with θ*; a LoRA file cannot switch itself off there, so every host applies it at
+            every step, where the preference never trained it: this holds it to θ* below k instead.
     """
 
     pref_coef: float = 0.1
@@ -99,6 +107,7 @@ class ObjectiveConfig:
     liked_weight: float = 1.0
     weighting: str = "elbo"
     max_batch: int = DEFAULT_MAX_PAIRS
+    below_k_timesteps: int = 0
 
     def __post_init__(self) -> None:
         def choose(name: str, options: tuple) -> None:
@@ -122,6 +131,8 @@ class ObjectiveConfig:
             raise PapaError(f"timesteps_per_image must be ≥ 1, got {self.timesteps_per_image!r}")
         if not isinstance(self.max_batch, int) or self.max_batch < 1:
             raise PapaError(f"max_batch must be ≥ 1, got {self.max_batch!r}")
+        if not isinstance(self.below_k_timesteps, int) or self.below_k_timesteps < 0:
+            raise PapaError(f"below_k_timesteps must be an integer ≥ 0, got {self.below_k_timesteps!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -150,15 +161,19 @@ OBJECTIVE_PRESETS: dict[str, ObjectiveConfig] = {
     "dpo": ObjectiveConfig(estimator="uniform", timesteps_per_image=16, weighting="uniform", loss="dpo",
                            beta=1000.0, model_term="none", pref_coef=1.0),
     # The project's default (chosen on the digits benchmark, docs/benchmarks.md): EPAPA's split
-    # (train on t ≥ k, sample t < k with the base model) with 4 importance-sampled timesteps per
+    # (train on t ≥ k) with 4 importance-sampled timesteps per
     # image instead of the exact sum, bounded likes and dislikes anchored at θ*, and the
     # model-similarity term on every drawn t of every image; likes pushed a quarter as hard as
     # dislikes. m = 4 (gradient noise 0.23 relative std, m = 16: 0.05) costs a quarter of m = 16 per
     # round (§5.2); with likes at 0.25 and the similarity term at 0.6 it keeps the variety of the
     # liked set (diversity ≥ 0.9 from round 10, 6 seeds) that m = 4 alone lost in one seed (§3.5).
+    # Below k one more timestep per image holds the LoRA to θ* (``below_k_timesteps``): every host applies
+    # a LoRA at every step, where EPAPA's sampler would use θ* (§7.17: without it the class task's liked
+    # digits narrow to 0.68 diversity and the samples leave real digits; with it they read as sampled
+    # with the switch).
     "default": ObjectiveConfig(estimator="importance_stratified", timesteps_per_image=4, k=EPAPA_K, loss="anchored",
                                anchored_on="both", beta=10.0, model_term="per_timestep", model_term_on="all",
-                               pref_coef=1.0, model_coef=0.6, liked_weight=0.25),
+                               pref_coef=1.0, model_coef=0.6, liked_weight=0.25, below_k_timesteps=1),
 }
 # The default with the preference term on pairs of a liked and a disliked image of the same step
 # (softplus(β(Δ_w − Δ_l)) / β) instead of each image against θ*: the terms of a step then sum to zero,
@@ -238,13 +253,19 @@ def timestep_weights(schedule: DiffusionSchedule, cfg: ObjectiveConfig) -> torch
 
 def draw_pairs(w: torch.Tensor, images: list[int], cfg: ObjectiveConfig,
                generator: Optional[torch.Generator]) -> Pairs:
-    """For each image in ``images``, m timesteps t ∈ S = {k..T-1} and their coefficients (``estimators``)."""
+    """For each image in ``images``, m timesteps t ∈ S = {k..T-1} and their coefficients (``estimators``),
+    then ``below_k_timesteps`` uniform t < k with coefficient 0 (the similarity term's alone)."""
     parts = []
+    low = cfg.below_k_timesteps if cfg.k > 0 else 0
     for i in images:
         d = estimators.draw(cfg.estimator, w, cfg.k, cfg.timesteps_per_image, generator)
         last = torch.zeros(len(d.t), dtype=torch.bool)
         last[int(torch.argmax(d.t))] = True
         parts.append((torch.full_like(d.t, i), d.t, d.coef, last))
+        if low:
+            t = torch.randint(0, cfg.k, (low,), generator=generator)
+            parts.append((torch.full_like(t, i), t, torch.zeros(low, dtype=torch.float64),
+                          torch.zeros(low, dtype=torch.bool)))
     return Pairs(*(torch.cat(v) for v in zip(*parts)))
 
 
@@ -262,17 +283,21 @@ def model_term_weights(pairs: Pairs, y: torch.Tensor, cfg: ObjectiveConfig) -> t
     """Per-pair weight v_j [N] of  model_coef · ‖ε_θ(x_t, t) − ε_θ*(x_t, t)‖².
 
     ``reference_last_t``: v = model_coef · 1[y_i > 0] at T' only (the paper's term).
-    ``per_timestep``:     v = model_coef · g_i / m_i on every drawn t (the mean over the image's pairs).
+    ``per_timestep``:     v = model_coef · g_i / m_i on every drawn t ≥ k (the mean over the image's pairs).
+    Below k (``below_k_timesteps`` = m_low): v = model_coef / m_low on every image (g_i = 1: the LoRA is
+    held to θ* there whatever the answer, as EPAPA's sampler would hold it).
     """
     b = len(y)
+    below = pairs.t < cfg.k
     gate = (y > 0).to(torch.float64) if cfg.model_term_on == "liked" else torch.ones(b, dtype=torch.float64)
     if cfg.model_term == "reference_last_t":
         v = gate[pairs.image] * pairs.last.to(torch.float64)
     elif cfg.model_term == "per_timestep":
-        counts = torch.bincount(pairs.image, minlength=b).clamp_min(1).to(torch.float64)
+        counts = torch.bincount(pairs.image[~below], minlength=b).clamp_min(1).to(torch.float64)
         v = gate[pairs.image] / counts[pairs.image]
     else:
         v = torch.zeros(len(pairs), dtype=torch.float64)
+    v = torch.where(below, torch.full_like(v, 1.0 / max(cfg.below_k_timesteps, 1)), v)
     return v * cfg.model_coef
 
 

@@ -6,7 +6,10 @@ of the training timesteps. eta = 1 is ancestral sampling on that subsequence (it
 sampler when every step is used), eta = 0 deterministic DDIM.
 
 EPAPA (paper, and the reference's ``epapa_k``): the pretrained model denoises the last k steps
-(t < k) and the fine-tuned one the rest; pass ``eps_fn_low`` for that.
+(t < k) and the fine-tuned one the rest; pass ``eps_fn_low`` for that. No LoRA file can switch itself
+off below k, so every host applies it at every step, and the digits loop does too unless asked for
+the paper's sampler (``LoopConfig.base_below_k``); the default holds its LoRA to θ* there instead
+(``ObjectiveConfig.below_k_timesteps``).
 """
 from __future__ import annotations
 

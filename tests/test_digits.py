@@ -28,9 +28,10 @@ def test_real_digits_pass_the_quality_bar():
 def test_short_online_loop_aligns(tmp_path):
     """5 rounds of 10 labels with the default preset lift the preferred fraction on a fixed batch.
 
-    Margin: on the CPU benchmark (docs/benchmarks.md §3.5, 6 seeds, same evaluation size) the default
-    went from 0.38 ± 0.05 to 0.89 ± 0.06 after 5 rounds, a rise of 0.51 ± 0.06 (lowest seed 0.43; seed
-    0, this test's: 0.56); requiring 0.2 leaves five seed-to-seed standard deviations of room.
+    Margin: in the benchmark with the LoRA at every step (docs/benchmarks.md §7.17, 6 seeds, same
+    evaluation size, one thread) the default rose by 0.35–0.60 after 5 rounds (seed 0, this test's:
+    0.49), confident down by at most 0.07 (seed 0: 0.07); nearest-real +8 % to +47 % (seed 0: +8 %):
+    seed 0 holds the issue's guard, three of the six do not (§7.17). 0.2, 0.1 and +15 % are asked.
     """
     from papa_core.digits.loop import LoopConfig, run_loop
     from papa_core.session import SessionStore
@@ -45,22 +46,43 @@ def test_short_online_loop_aligns(tmp_path):
 
 
 def test_short_online_loop_aligns_the_bold_strokes_task(tmp_path):
-    """The fine-grained task: 2 rounds of 10 labels lift the share of heavy-stroke samples.
+    """The fine-grained task: 2 rounds of 10 labels lift the share of heavy-stroke samples, with the
+    preset a person picks for a look (``style``; the demo's for ``--task bold``).
 
-    Margin: in the issue-15 benchmark (docs/benchmarks.md §7.3, 3 seeds, same evaluation size) the
-    default read 0.734 / 0.992 / 0.875 at round 2 from a base of 0.305, rises of 0.43–0.69 (seed 0, this
-    test's: 0.43), so 0.25 is asked. Round 2, not 5: every seed dips at round 5 (0.50–0.77) before
-    reading ≥ 0.98 at round 10 (§7.3–7.4). Nearest-real rose by 1–41 % at round 2 over the seeds.
+    Margin: in the benchmark with the LoRA at every step (docs/benchmarks.md §7.17, 6 seeds, same
+    evaluation size, one thread) ``style`` rose by 0.61–0.70 at round 2 from a base of 0.305 (seed 0,
+    this test's: 0.70), nearest-real +12 % to +25 % (seed 0: +25 %), confident down by at most 0.055;
+    0.4, 0.1 and +40 % are asked. The default swings on this task (§7.4; at round 2 it rose by
+    0.15–0.70 over the same seeds), so it is not what this test holds.
     """
     from papa_core.digits.loop import LoopConfig, run_loop
     from papa_core.session import SessionStore
 
-    cfg = LoopConfig(rounds=2, eval_size=128, eval_rounds=(2,), seed=0, task="bold")
+    cfg = LoopConfig(rounds=2, eval_size=128, eval_rounds=(2,), seed=0, task="bold", preset="style")
     history, _, _ = run_loop(cfg, SessionStore(tmp_path), "t")
     base, final = history[0], history[-1]
-    assert final.preferred - base.preferred >= 0.25, (base.preferred, final.preferred)
+    assert final.preferred - base.preferred >= 0.4, (base.preferred, final.preferred)
     assert final.confident >= base.confident - 0.1
-    assert final.nearest_real <= base.nearest_real * 1.5
+    assert final.nearest_real <= base.nearest_real * 1.4
+
+
+def test_loop_samples_with_the_lora_at_every_step_as_the_hosts_do():
+    """A LoRA file acts at every denoising step in ComfyUI, Forge and diffusers alike, so the loop's
+    images (demo, benchmarks) do too; the paper's EPAPA sampler (θ* below k) only when asked for."""
+    import torch
+    from papa_core.digits.loop import DigitsWorld, LoopConfig
+    from papa_core.sampling import sample
+    from papa_testkit.models import randomize_lora
+
+    noise = torch.randn(2, 1, 16, 16, generator=torch.Generator().manual_seed(1))
+    worlds = [DigitsWorld(LoopConfig(eval_size=2, sampling_steps=10, base_below_k=b)) for b in (False, True)]
+    for w in worlds:
+        randomize_lora(w.denoiser, scale=0.2)
+    d = worlds[0].denoiser
+    every = sample(lambda x, t: d.eps(x, t, {}, lora=True), worlds[0].schedule, noise, num_steps=10, eta=0.0)
+    assert torch.equal(worlds[0].generate(noise), every)
+    k = worlds[1].update_config.objective.k
+    assert k > 0 and not torch.allclose(worlds[1].generate(noise), every, atol=1e-4)
 
 
 def test_demo_command_writes_everything(tmp_path):

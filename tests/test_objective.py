@@ -157,6 +157,56 @@ def test_epapa_trains_only_high_t(tiny_denoiser):
     assert res.timesteps == d.schedule.num_timesteps - 30
 
 
+def test_below_k_pairs_carry_the_similarity_term_alone(tiny_denoiser):
+    """Below k only ‖ε_θ − ε_θ*‖² is trained, on every image: the preference (value, Δ) is the same with
+    or without those pairs, and a disliked image with the term on liked images still gets it below k."""
+    d = tiny_denoiser
+    randomize_lora(d, scale=0.05)
+    x0 = torch.randn(1, 1, 8, 8, generator=torch.Generator().manual_seed(3)).clamp(-1, 1)
+    noise = torch.randn(1, 1, 8, 8, generator=torch.Generator().manual_seed(4))
+    cfg = ObjectiveConfig(loss="anchored", anchored_on="both", k=30, model_term="per_timestep",
+                          model_term_on="liked", model_coef=0.5, timesteps_per_image=4)
+    low = ObjectiveConfig(**{**cfg.to_dict(), "below_k_timesteps": 3})
+    for y in (1.0, -1.0):
+        a = accumulate_gradients(d, x0, {}, torch.tensor([y]), cfg, torch.Generator().manual_seed(7), noise=noise)
+        b = accumulate_gradients(d, x0, {}, torch.tensor([y]), low, torch.Generator().manual_seed(7), noise=noise)
+        assert (a.timesteps, b.timesteps) == (4, 7)
+        assert a.pref_loss == b.pref_loss and a.delta == b.delta
+        assert b.model_loss > a.model_loss  # the pairs below k add to it, for a dislike too
+        assert (a.model_loss > 0) == (y > 0)
+    # Without k nothing lies below it: the setting changes nothing.
+    k0 = [ObjectiveConfig(**{**c.to_dict(), "k": 0}) for c in (cfg, low)]
+    r0, r1 = (accumulate_gradients(d, x0, {}, torch.tensor([1.0]), c, torch.Generator().manual_seed(7), noise=noise)
+              for c in k0)
+    assert r0.timesteps == r1.timesteps == 4 and r0.loss == r1.loss
+
+
+def test_below_k_term_holds_the_lora_to_the_base_there(tiny_denoiser):
+    """Steps on the term below k alone shrink the LoRA's change of ε̂ at t < k (what EPAPA's sampler, which
+    uses θ* there, would give); no LoRA file can switch itself off below k."""
+    d = tiny_denoiser
+    randomize_lora(d, scale=0.1)
+    x0 = torch.randn(4, 1, 8, 8, generator=torch.Generator().manual_seed(5)).clamp(-1, 1)
+    probe_t = torch.arange(0, 30, 3)
+    noise = torch.randn(len(probe_t), 1, 8, 8, generator=torch.Generator().manual_seed(6))
+
+    def change_below_k() -> float:
+        with torch.no_grad():
+            x_t = d.schedule.add_noise(x0[:1].expand(len(probe_t), -1, -1, -1), noise, probe_t)
+            on, off = d.eps(x_t, probe_t, {}, lora=True), d.eps(x_t, probe_t, {}, lora=False)
+        return float((on - off).norm() / off.norm())
+
+    cfg = ObjectiveConfig(k=30, pref_coef=0.0, model_term="none", model_coef=1.0, below_k_timesteps=4)
+    opt = torch.optim.Adam(d.lora_parameters(), lr=1e-2)
+    before = change_below_k()
+    g = torch.Generator().manual_seed(0)
+    for _ in range(20):
+        opt.zero_grad()
+        accumulate_gradients(d, x0, {}, torch.tensor([1.0, -1.0, 1.0, -1.0]), cfg, g)
+        opt.step()
+    assert change_below_k() < 0.5 * before
+
+
 def test_dpo_pushes_liked_over_disliked(tiny_denoiser):
     d = tiny_denoiser
     x0 = torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(5)).clamp(-1, 1)

@@ -51,6 +51,9 @@ class LoopConfig:
         selection: how the shown ones are chosen from the pool (``selection.STRATEGIES``).
         label_noise: share of the simulated person's answers flipped (``user.Answering.flip``).
         skip_unsure: the simulated person answers 0 where |score| is below this (``user.Answering``).
+        base_below_k: sample t < k with the base model (the paper's EPAPA sampler). Off by default:
+            a LoRA file acts at every step in every host, so the loop samples as they do (the tables
+            of docs/benchmarks.md before §7.17 were made with it on).
     """
 
     rounds: int = 20
@@ -72,6 +75,7 @@ class LoopConfig:
     selection: str = "random"
     label_noise: float = 0.0
     skip_unsure: float = 0.0
+    base_below_k: bool = False
 
     def evaluates_after(self, r: int) -> bool:
         if self.eval_rounds is not None:
@@ -122,7 +126,7 @@ class DigitsWorld:
         self.update_config = cfg.update_config()
         g = torch.Generator().manual_seed(10_000 + cfg.seed)
         self.eval_noise = torch.randn((cfg.eval_size, 1, 16, 16), generator=g).to(device)
-        self.switch_k = self.update_config.objective.k  # EPAPA: base model for t < k when sampling
+        self.switch_k = self.update_config.objective.k if cfg.base_below_k else 0
         if cfg.task == "classes":
             self.preference: Preference = ClassPreference(self.classifier)
         elif cfg.task == "bold":
