@@ -58,7 +58,7 @@ class TrustRegion:
         tolerance: accept ρ within τ·(1 ± tolerance).
         max_scale: largest s (a step may grow up to this multiple of the optimizer's). 3: with the LoRA
             held to θ* below k, the digits UNet's second and third updates need up to 2.7 (2 left them at
-            0.56–0.70 of the target on three of six seeds; docs/benchmarks.md §7.17).
+            0.58–0.70 of the target on three of six seeds; docs/benchmarks.md §7.17).
         evaluations: most probe evaluations of the line search before backtracking.
         probe_images: labelled images of the new round(s) the change is measured on.
         probe_timesteps: timesteps per probe image (stratified over t ≥ k).
