@@ -43,7 +43,8 @@ class PAPAUpdate:
             "algorithm": (list(ALGORITHMS), {"default": "EPAPA", "tooltip": "PAPA trains on every timestep; EPAPA only "
                           "on t ≥ k (the coarse, composition-level steps)."}),
         }, "optional": {
-            "k": _advanced("INT", "EPAPA's threshold k (ignored by PAPA).", default=d["k"], min=0, max=999),
+            "k": _advanced("INT", "EPAPA's threshold k: the preference trains on t ≥ k, and default and style hold the LoRA "
+                           "to the base model below it (default 200, style 400; ignored by PAPA).", default=d["k"], min=0, max=999),
             "lr": _advanced("FLOAT", "Learning rate of the optimizer's steps (with a learning strength, the step is "
                             "then scaled to it). The default preset scales it by 20 / (20 + rounds already trained).", default=d["lr"], min=1e-6, max=1.0, step=1e-4, round=1e-6),
             "steps": _advanced("INT", "Optimizer steps per update (0: one per image, as the reference).",
