@@ -28,10 +28,10 @@ def test_real_digits_pass_the_quality_bar():
 def test_short_online_loop_aligns(tmp_path):
     """5 rounds of 10 labels with the default preset lift the preferred fraction on a fixed batch.
 
-    Margin: in the benchmark with the LoRA at every step (docs/benchmarks.md §7.17, 6 seeds, same
-    evaluation size, one thread) the default rose by 0.35–0.60 after 5 rounds (seed 0, this test's:
-    0.49), confident down by at most 0.07 (seed 0: 0.07); nearest-real +8 % to +47 % (seed 0: +8 %):
-    seed 0 holds the issue's guard, three of the six do not (§7.17). 0.2, 0.1 and +15 % are asked.
+    Margin: in the benchmark of the default (k = 200, docs/benchmarks.md §7.18, 9 seeds, same evaluation
+    size, one thread) it rose by 0.21–0.55 after 5 rounds (seed 0, this test's: 0.375), confident moved
+    by −0.16 to +0.03 (seed 0: +0.02), nearest-real −11 % to +50 % (seed 0: −4 %): seed 0 holds the issue's
+    guard, seeds 3 and 8 do not at round 5 (§7.18). 0.2, 0.1 and +15 % are asked.
     """
     from papa_core.digits.loop import LoopConfig, run_loop
     from papa_core.session import SessionStore
