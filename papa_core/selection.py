@@ -9,7 +9,8 @@ pool of P ≥ B candidates and shows the B whose answers should teach the most:
 - ``uncertain`` the candidates whose predicted answer is closest to undecided: a kernel-weighted
                 mean of the labels already given to nearby images, ŷ(x) = Σ_j k(x, x_j) y_j / Σ_j k(x, x_j),
                 with k(x, x') = exp(−‖f(x) − f(x')‖² / h²), h the median distance; |ŷ| small = unsure.
-                Ties (and candidates far from every label, ŷ ≈ 0) are broken by diversity;
+                Ties (and candidates far from every label, ŷ ≈ 0) are broken by diversity: the B shown
+                cover the 2B most unsure, so from a pool of 2B they cover the whole pool;
 - ``mixed``     ``diverse`` while few labels exist, then half ``uncertain`` and half ``diverse``.
 
 Features f are cheap and host-agnostic: the latent itself, average-pooled to at most 8×8 per
