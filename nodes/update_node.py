@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from ..papa_core.memory import DEFAULT_MAX_PAIRS, MEMORY_MODES
+from ..papa_core.objective import DEFAULT_K, EPAPA_K
 from ..papa_core.summary import progress_image
 from . import state
 from .common import CATEGORY, SESSION, image_tensor
@@ -44,7 +45,8 @@ class PAPAUpdate:
                           "on t ≥ k (the coarse, composition-level steps)."}),
         }, "optional": {
             "k": _advanced("INT", "EPAPA's threshold k: the preference trains on t ≥ k, and default and style hold the LoRA "
-                           "to the base model below it (default 200, style 400; ignored by PAPA).", default=d["k"], min=0, max=999),
+                           f"to the base model below it (default {DEFAULT_K}, style {EPAPA_K}; ignored by PAPA).",
+                           default=d["k"], min=0, max=999),
             "lr": _advanced("FLOAT", "Learning rate of the optimizer's steps (with a learning strength, the step is "
                             "then scaled to it). The default preset scales it by 20 / (20 + rounds already trained).", default=d["lr"], min=1e-6, max=1.0, step=1e-4, round=1e-6),
             "steps": _advanced("INT", "Optimizer steps per update (0: one per image, as the reference).",

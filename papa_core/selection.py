@@ -10,7 +10,7 @@ pool of P ≥ B candidates and shows the B whose answers should teach the most:
                 mean of the labels already given to nearby images, ŷ(x) = Σ_j k(x, x_j) y_j / Σ_j k(x, x_j),
                 with k(x, x') = exp(−‖f(x) − f(x')‖² / h²), h the median distance; |ŷ| small = unsure.
                 Ties (and candidates far from every label, ŷ ≈ 0) are broken by diversity: the B shown
-                cover the 2B most unsure, so from a pool of 2B they cover the whole pool;
+                cover the ``UNSURE_SHORTLIST`` × B most unsure (from a pool that size, the whole pool);
 - ``mixed``     ``diverse`` while few labels exist, then half ``uncertain`` and half ``diverse``.
 
 Features f are cheap and host-agnostic: the latent itself, average-pooled to at most 8×8 per
@@ -32,6 +32,8 @@ DEFAULT_STRATEGY = "uncertain"  # what --select and PAPA Generate Batch use unle
 MIXED_SWITCH_LABELS = 20  # ``mixed`` turns to uncertainty once this many labels exist
 SHOWN_PER_ROUND = 4  # images a round shows unless told (PAPA Generate Batch): rounds of 4 need a third of the
 # labels of rounds of 10, each update moving the model as far (docs/benchmarks.md §6.1)
+UNSURE_SHORTLIST = 2  # ``uncertain`` covers this many times the batch of the most unsure candidates: no two
+# near-duplicates of one undecided image (from a pool of this size, a cover of the whole pool; §7.19)
 POOL_FACTOR = 4  # candidates per shown image where a pool is asked for without a size (the measured one, §6)
 
 
@@ -101,8 +103,7 @@ def select(latents: torch.Tensor, k: int, strategy: str = "random", generator: O
     if strategy == "mixed":  # half the most unsure, the rest covering the pool
         unsure = torch.argsort(y_hat.abs(), stable=True)[:k // 2].tolist()
         return farthest_points(f, k, unsure[0], chosen=unsure) if unsure else farthest_points(f, k, order[0])
-    # the 2k most unsure, covered: no two near-duplicates of one undecided image
-    shortlist = torch.argsort(y_hat.abs(), stable=True)[:min(p, 2 * k)]
+    shortlist = torch.argsort(y_hat.abs(), stable=True)[:min(p, UNSURE_SHORTLIST * k)]
     return [int(shortlist[i]) for i in farthest_points(f[shortlist], k, 0)]
 
 

@@ -49,15 +49,16 @@ def test_uncertain_asks_about_what_the_answers_so_far_leave_undecided():
 
 
 def test_uncertain_from_a_pool_of_twice_the_batch_covers_the_whole_pool():
-    # docs/benchmarks.md §7.19: with 2B candidates the shortlist of the 2B most unsure is the pool itself,
-    # so the B shown are a farthest-point cover of all of it, started from the most unsure candidate
-    from papa_core.selection import farthest_points, predicted_answer
-    pool, ids = clustered_pool(clusters=4, copies=2)  # 8 candidates: twice a batch of 4
+    # docs/benchmarks.md §7.19: with UNSURE_SHORTLIST × B candidates the shortlist of the most unsure is the
+    # pool itself, so the B shown are a farthest-point cover of all of it, started from the most unsure one
+    from papa_core.selection import UNSURE_SHORTLIST, farthest_points, predicted_answer
+    pool, ids = clustered_pool(clusters=4, copies=UNSURE_SHORTLIST)  # a batch of 4 from a pool of that size
+    n = len(pool)
     labelled, answers = pool[[0, 2]] + 0.3, torch.tensor([1.0, -1.0])
     picks = select(pool, 4, "uncertain", torch.Generator().manual_seed(0), labelled, answers)
     f = features(torch.cat([pool, labelled]))
-    unsure = int(torch.argmin(predicted_answer(f[:8], f[8:], answers).abs()))
-    assert picks == farthest_points(f[:8], 4, unsure) and picks[0] == unsure
+    unsure = int(torch.argmin(predicted_answer(f[:n], f[n:], answers).abs()))
+    assert picks == farthest_points(f[:n], 4, unsure) and picks[0] == unsure
     assert len(set(ids[picks].tolist())) == 4  # every distinct image once: the cover, not the four most unsure
 
 
