@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The main job: PAPA on the embedded digits model with a simulated user (≈ 4 minutes on 2 CPU cores).
+# The main job: PAPA on the embedded digits model with a simulated user (under 2 minutes on 2 CPU cores once installed).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tools/setup.sh
